@@ -1,0 +1,12 @@
+"""The ``tracker`` command line: parse, call the library, render. No logic of its own."""
+
+from __future__ import annotations
+
+from tracker.cli import ledger_commands, report_commands
+from tracker.cli.base import cli
+
+__all__ = ["cli", "ledger_commands", "main", "report_commands"]
+
+
+def main() -> None:
+    cli(prog_name="tracker")

@@ -1,0 +1,163 @@
+"""Commands that write or check the ledger: ingest, projections, audit, db, demo."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import click
+
+from tracker.cli.base import Context, cli, format_option
+from tracker.cli.render import emit_json
+from tracker.ingest import IngestSummary, ingest_lines
+from tracker.sources.jsonl import Rejection
+from tracker.store import migrate, projections
+from tracker.store.audit import verify_chain
+from tracker.store.engine import make_engine, safe_url
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False, allow_dash=True, exists=False))
+@click.option("--rejects", type=click.Path(dir_okay=False, writable=True), help="Write rejected lines here, verbatim.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.pass_obj
+def ingest(obj: Context, path: str, rejects: str | None, as_json: bool) -> None:
+    """Append the snapshots of a JSON Lines file (- for stdin) to the ledger.
+
+    Each line is a run object, an envelope {"observed_at": ..., "run": {...}} or a list page.
+    Bad lines are reported on stderr with their number and reason and the exit status is 1;
+    every good line is still ingested.
+    """
+    if path != "-" and not Path(path).is_file():
+        raise click.BadParameter(f"file {path!r} does not exist", param_hint="PATH")
+    engine = obj.engine
+    rejects_file: IO[bytes] | None = open(rejects, "wb") if rejects else None  # noqa: SIM115
+    source: IO[bytes] = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    label = "<stdin>" if path == "-" else path
+
+    def on_reject(rejection: Rejection) -> None:
+        click.echo(f"tracker: {label}:{rejection.line_no}: {rejection.reason}", err=True)
+        if rejects_file is not None:
+            rejects_file.write(rejection.raw + b"\n")
+
+    try:
+        summary = ingest_lines(engine, source, time.time, on_reject)
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+        if rejects_file is not None:
+            rejects_file.close()
+    _print_summary(summary, as_json)
+    if summary.rejected:
+        sys.exit(1)
+
+
+def _print_summary(summary: IngestSummary, as_json: bool) -> None:
+    if as_json:
+        emit_json(summary.as_dict())
+        return
+    click.echo(
+        f"lines read {summary.lines_read}, snapshots {summary.snapshots}: applied {summary.applied}, "
+        f"unchanged {summary.unchanged}, stale {summary.stale}; rejected lines {summary.rejected}; "
+        f"events appended {summary.events_appended}"
+    )
+    for status, count in sorted(summary.unknown_statuses.items()):
+        click.echo(f"unknown status {status!r} seen in {count} snapshot(s): recorded verbatim, treated as live")
+
+
+@cli.group("projections")
+def projections_group() -> None:
+    """Rebuild or check the projections (they derive from the events alone)."""
+
+
+@projections_group.command("rebuild")
+@click.option("--verify", is_flag=True, help="Rebuild into shadow tables and report drift; change nothing.")
+@click.pass_obj
+def projections_rebuild(obj: Context, verify: bool) -> None:
+    """Rebuild run_current, transitions and intervals from the events."""
+    if not verify:
+        count = projections.rebuild(obj.engine)
+        click.echo(f"rebuilt projections from {count} events")
+        return
+    drift = projections.verify_rebuild(obj.engine)
+    for table in drift.live_only:
+        click.echo(
+            f"{table}: {drift.live_only[table]} live row(s) not reproduced, "
+            f"{drift.rebuilt_only[table]} rebuilt row(s) missing from live"
+        )
+    if not drift.clean:
+        click.echo(f"tracker: error: projections drift from the {drift.events} events", err=True)
+        sys.exit(1)
+    click.echo(f"projections match a rebuild from {drift.events} events")
+
+
+@cli.group()
+def audit() -> None:
+    """Check the integrity of the ledger."""
+
+
+@audit.command("verify")
+@format_option
+@click.pass_obj
+def audit_verify(obj: Context, output_format: str) -> None:
+    """Recompute the hash chain; exit 1 naming the first bad seq if anything was tampered with."""
+    report = verify_chain(obj.engine)
+    if output_format == "json":
+        emit_json(
+            {
+                "ok": report.ok,
+                "events": report.events,
+                "head_seq": report.head_seq,
+                "head_hash": report.head_hash,
+                "first_bad_seq": report.first_bad_seq,
+                "problem": report.problem,
+                "gaps": [list(gap) for gap in report.gaps],
+            }
+        )
+    elif report.ok:
+        click.echo(f"ok: {report.events} events, chain intact, head seq {report.head_seq} hash {report.head_hash}")
+    else:
+        for first, last in report.gaps:
+            click.echo(f"gap: seq {first}..{last} missing", err=True)
+        click.echo(f"tracker: error: chain broken at seq {report.first_bad_seq}: {report.problem}", err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.group()
+def db() -> None:
+    """Database schema: upgrade to this tracker's revision, show the current one."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(obj: Context) -> None:
+    """Migrate the database to the newest schema revision."""
+    engine = make_engine(obj.database_url)
+    before = migrate.current_revision(engine)
+    migrate.upgrade(engine)
+    click.echo(f"{safe_url(obj.database_url)}: {before or 'empty'} -> {migrate.current_revision(engine)}")
+
+
+@db.command("current")
+@click.pass_obj
+def db_current(obj: Context) -> None:
+    """Show the database's schema revision and this tracker's newest."""
+    engine = make_engine(obj.database_url)
+    current = migrate.current_revision(engine)
+    head = migrate.head_revision()
+    state = "up to date" if current == head else "run `tracker db upgrade`"
+    click.echo(f"{safe_url(obj.database_url)}: revision {current or 'none'} (head {head}: {state})")
+
+
+@cli.command()
+@click.option("--runs", "run_count", type=click.IntRange(min=1, max=100_000), default=300, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.pass_obj
+def demo(obj: Context, run_count: int, seed: int) -> None:
+    """Ingest a generated, realistic snapshot stream and show what the ledger makes of it."""
+    from tracker.demo import run_demo
+
+    run_demo(obj, run_count, seed)

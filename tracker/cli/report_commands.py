@@ -1,0 +1,125 @@
+"""Commands that read: ``runs list``, ``runs show``, ``history``, ``stats durations``, ``stats errors``."""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+import click
+
+from tracker.cli.base import Context, cli, format_option
+from tracker.cli.render import cell, emit_json, emit_table
+from tracker.snapshots import SnapshotError, parse_observed_at
+from tracker.store import queries
+
+LIST_COLUMNS = (
+    "run_id",
+    "thread_id",
+    "model",
+    "status",
+    "created_at",
+    "ended_at",
+    "last_error_code",
+    "total_tokens",
+)
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_observed_at(float(value) if value.replace(".", "", 1).isdigit() else value, "--since")
+    except SnapshotError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+
+
+@cli.group()
+def runs() -> None:
+    """List and inspect runs (from the projections)."""
+
+
+@runs.command("list")
+@click.option("--status", help="Only runs in this status.")
+@click.option("--thread", "thread_id", help="Only runs of this thread.")
+@click.option("--model", help="Only runs of this model.")
+@click.option("--since", help="Only runs created at or after this time (ISO-8601 or epoch seconds).")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@format_option
+@click.pass_obj
+def runs_list(
+    obj: Context,
+    status: str | None,
+    thread_id: str | None,
+    model: str | None,
+    since: str | None,
+    limit: int,
+    output_format: str,
+) -> None:
+    """Runs, newest first."""
+    rows = queries.list_runs(
+        obj.engine, status=status, thread_id=thread_id, model=model, since=_since(since), limit=limit
+    )
+    if output_format == "json":
+        emit_json(rows)
+    else:
+        emit_table(rows, LIST_COLUMNS)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@format_option
+@click.pass_obj
+def runs_show(obj: Context, run_id: str, output_format: str) -> None:
+    """A run's current state, time per status and timeline."""
+    run = queries.show_run(obj.engine, run_id)
+    if output_format == "json":
+        emit_json(run)
+        return
+    timeline = run.pop("timeline")
+    width = max(len(key) for key in run)
+    for key, value in run.items():
+        click.echo(f"{key.ljust(width)}  {cell(key, value)}")
+    click.echo("\ntimeline:")
+    emit_table(timeline, ("seq", "from_status", "to_status", "occurred_at", "observed_at", "inferred", "dated_by"))
+
+
+@cli.command()
+@click.argument("run_id")
+@format_option
+@click.pass_obj
+def history(obj: Context, run_id: str, output_format: str) -> None:
+    """The raw events of a run, as stored in the ledger."""
+    events = queries.run_history(obj.engine, run_id)
+    if output_format == "json":
+        emit_json(events)
+    else:
+        emit_table(events, ("seq", "version", "event_type", "occurred_at", "observed_at", "data"))
+
+
+@cli.group()
+def stats() -> None:
+    """Statistics over the projections."""
+
+
+@stats.command("durations")
+@click.option("--by", "group_by", type=click.Choice(get_args(queries.GroupBy)), help="Group by this column.")
+@format_option
+@click.pass_obj
+def stats_durations(obj: Context, group_by: Any, output_format: str) -> None:
+    """p50/p90/p99 seconds spent per status (per run), and of the whole run (total)."""
+    rows = queries.duration_stats(obj.engine, group_by)
+    if output_format == "json":
+        emit_json(rows)
+    else:
+        emit_table(rows)
+
+
+@stats.command("errors")
+@format_option
+@click.pass_obj
+def stats_errors(obj: Context, output_format: str) -> None:
+    """Runs per UTC day, model, assistant, status and error code (the error_stats view)."""
+    rows = queries.error_stats(obj.engine)
+    if output_format == "json":
+        emit_json(rows)
+    else:
+        emit_table(rows)

@@ -1,0 +1,252 @@
+"""Pure: (what we know about a run, a new snapshot) -> the events that happened.
+
+This is the lifecycle logic of ``docs/events.md`` in one function, :func:`diff_snapshot`, driven only
+by the :class:`~tracker.lifecycle.Lifecycle` of the snapshot's kind. It never reads the clock or a
+database: the caller passes the run's folded :class:`~tracker.projection.RunState` and the newest
+observation time already applied (``watermark``, which also counts snapshots that changed nothing).
+
+Outcomes: ``applied`` (events appended), ``unchanged`` (identical content, nothing appended),
+``stale`` (older than what was applied; at most one ``late_observation`` event when it reveals a
+status the history does not show at that time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tracker.events import (
+    FIELDS_CHANGED,
+    FIRST_SEEN,
+    LATE_OBSERVATION,
+    STATUS_ANOMALY,
+    STATUS_CHANGED,
+    EventDraft,
+    payload_digest,
+    split_sensitive,
+)
+from tracker.lifecycle import Lifecycle, lifecycle_for
+from tracker.projection import RunState
+from tracker.snapshots import Snapshot
+
+Outcome = Literal["applied", "unchanged", "stale"]
+
+
+@dataclass(slots=True)
+class Diff:
+    """What a snapshot means: its outcome, the events to append and the payloads they reference."""
+
+    outcome: Outcome
+    events: list[EventDraft] = field(default_factory=list)
+    payloads: dict[str, tuple[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Cursor:
+    """The run's status as transitions are decided one after another within one snapshot."""
+
+    status: str | None
+    entered_at: float
+
+
+def diff_snapshot(state: RunState | None, snapshot: Snapshot, watermark: float | None = None) -> Diff:
+    """Decide which events ``snapshot`` adds to a run whose history folds to ``state``."""
+    lifecycle = lifecycle_for(snapshot.kind)
+    fields, payloads = split_sensitive(snapshot.body, lifecycle.sensitive_fields)
+    if state is None:
+        return Diff("applied", _first_events(lifecycle, snapshot, fields), payloads)
+
+    newest = max(filter(None, (state.last_observed_at, watermark)), default=None)
+    if newest is not None and snapshot.observed_at < newest:
+        return _late_observation(state, snapshot, fields)
+    if snapshot.status == state.observed_status and fields == state.fields:
+        return Diff("unchanged")
+
+    drafts = _Drafts(snapshot, state.version)
+    if snapshot.status != state.observed_status:
+        if state.status is not None and lifecycle.is_terminal(state.status):
+            drafts.add(
+                STATUS_ANOMALY,
+                snapshot.observed_at,
+                {
+                    "projected_status": state.status,
+                    "previous_observed_status": state.observed_status,
+                    "observed_status": snapshot.status,
+                },
+            )
+        else:
+            cursor = _Cursor(state.status, state.status_entered_at or state.created_at)
+            deadline = _latest_deadline(lifecycle, snapshot, state.latest_deadline)
+            _enter(lifecycle, drafts, cursor, snapshot, deadline, not_before=newest)
+    changes = _field_changes(state.fields, fields)
+    if changes:
+        drafts.add(FIELDS_CHANGED, snapshot.observed_at, {"changes": changes})
+    return Diff("applied", drafts.events, payloads if changes else {})
+
+
+class _Drafts:
+    """Numbers the drafts of one snapshot consecutively after the run's current version."""
+
+    def __init__(self, snapshot: Snapshot, version: int) -> None:
+        self.snapshot = snapshot
+        self.version = version
+        self.events: list[EventDraft] = []
+
+    def add(self, event_type: str, occurred_at: float, data: dict[str, Any]) -> None:
+        self.version += 1
+        self.events.append(
+            EventDraft(
+                kind=self.snapshot.kind,
+                run_id=self.snapshot.object_id,
+                thread_id=self.snapshot.group_id,
+                version=self.version,
+                event_type=event_type,
+                occurred_at=occurred_at,
+                observed_at=self.snapshot.observed_at,
+                data=data,
+            )
+        )
+
+
+def _first_events(lifecycle: Lifecycle, snapshot: Snapshot, fields: dict[str, Any]) -> list[EventDraft]:
+    """Rule 1: every history starts with the initial status at ``created_at``."""
+    drafts = _Drafts(snapshot, 0)
+    drafts.add(FIRST_SEEN, snapshot.created_at, {"fields": fields})
+    cursor = _Cursor(None, snapshot.created_at)
+    _transition(
+        drafts,
+        cursor,
+        lifecycle.initial,
+        snapshot.created_at,
+        inferred=snapshot.status != lifecycle.initial,
+        dated_by=lifecycle.created_field,
+    )
+    if snapshot.status != lifecycle.initial:
+        deadline = _latest_deadline(lifecycle, snapshot, None)
+        _enter(lifecycle, drafts, cursor, snapshot, deadline, not_before=None)
+    return drafts.events
+
+
+def _enter(
+    lifecycle: Lifecycle,
+    drafts: _Drafts,
+    cursor: _Cursor,
+    snapshot: Snapshot,
+    deadline: float | None,
+    not_before: float | None,
+) -> None:
+    """Record the statuses the timestamps prove were passed through (rule 6), then the observed one."""
+    target = snapshot.status
+    at, dated_by = _dating(lifecycle, snapshot, cursor.entered_at, deadline)
+    proven = sorted(
+        (moment, status, field_name)
+        for status, field_name, moment in lifecycle.proven_statuses(snapshot.body)
+        if status not in (target, cursor.status, lifecycle.initial)
+        and not lifecycle.is_terminal(status)
+        and cursor.entered_at < moment <= at
+    )
+    for moment, status, field_name in proven:
+        _transition(drafts, cursor, status, moment, inferred=True, dated_by=field_name)
+    window_start = cursor.entered_at if not_before is None else max(not_before, cursor.entered_at)
+    _transition(
+        drafts,
+        cursor,
+        target,
+        at,
+        inferred=False,
+        dated_by=dated_by,
+        not_before=window_start if dated_by == "observed_at" else None,
+    )
+
+
+def _dating(lifecycle: Lifecycle, snapshot: Snapshot, previous_at: float, deadline: float | None) -> tuple[float, str]:
+    """Rules 2-5: when the run entered the snapshot's status, and which field says so."""
+    status = snapshot.status
+    if lifecycle.deadline is not None and status == lifecycle.deadline.status:
+        if deadline is not None and deadline <= snapshot.observed_at:
+            return deadline, lifecycle.deadline.field
+        return snapshot.observed_at, "observed_at"
+    field_name = lifecycle.dated_by.get(status)
+    value = snapshot.body.get(field_name) if field_name else None
+    if field_name is None or not isinstance(value, int | float) or isinstance(value, bool):
+        return snapshot.observed_at, "observed_at"
+    if status in lifecycle.restartable and value < previous_at:
+        # The field still carries an earlier entry's time: the API had not overwritten it yet.
+        return snapshot.observed_at, "observed_at"
+    return float(value), field_name
+
+
+def _transition(
+    drafts: _Drafts,
+    cursor: _Cursor,
+    status: str,
+    at: float,
+    *,
+    inferred: bool,
+    dated_by: str,
+    not_before: float | None = None,
+) -> None:
+    """Append one status change, raising a time that would run backwards (rule 7)."""
+    clamped = cursor.status is not None and at < cursor.entered_at
+    occurred_at = cursor.entered_at if clamped else at
+    drafts.add(
+        STATUS_CHANGED,
+        occurred_at,
+        {
+            "from_status": cursor.status,
+            "to_status": status,
+            "inferred": inferred,
+            "dated_by": dated_by,
+            "not_before": not_before,
+            "clamped": clamped,
+            "reported_at": at if clamped else None,
+        },
+    )
+    cursor.status = status
+    cursor.entered_at = occurred_at
+
+
+def _latest_deadline(lifecycle: Lifecycle, snapshot: Snapshot, known: float | None) -> float | None:
+    if lifecycle.deadline is None:
+        return None
+    value = snapshot.body.get(lifecycle.deadline.field)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return known
+
+
+def _field_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{field: {"old": ..., "new": ...}}; a side is absent when the field was absent."""
+    changes: dict[str, dict[str, Any]] = {}
+    for name in sorted(old.keys() | new.keys()):
+        if name in old and name in new:
+            if old[name] != new[name]:
+                changes[name] = {"old": old[name], "new": new[name]}
+        elif name in old:
+            changes[name] = {"old": old[name]}
+        else:
+            changes[name] = {"new": new[name]}
+    return changes
+
+
+def _late_observation(state: RunState, snapshot: Snapshot, fields: dict[str, Any]) -> Diff:
+    """Rule 9: a snapshot older than what was applied is kept once if it shows something new."""
+    if state.status_at(snapshot.observed_at) == snapshot.status:
+        return Diff("stale")
+    key = payload_digest([snapshot.observed_at, snapshot.status, fields])
+    if key in state.late_keys:
+        return Diff("stale")
+    lifecycle = lifecycle_for(snapshot.kind)
+    dates = {name: snapshot.body.get(name) for name in lifecycle.dated_by.values() if name in snapshot.body}
+    drafts = _Drafts(snapshot, state.version)
+    drafts.add(
+        LATE_OBSERVATION,
+        snapshot.observed_at,
+        {
+            "key": key,
+            "observed_status": snapshot.status,
+            "history_status": state.status_at(snapshot.observed_at),
+            "timestamps": dates,
+        },
+    )
+    return Diff("stale", drafts.events)

@@ -1,0 +1,56 @@
+"""``ingest``: JSON Lines snapshots -> the ledger, in batches, with a summary of what happened."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+
+from tracker.sources.jsonl import Rejection, read_batches
+from tracker.store.ledger import AppendSummary, append_snapshots
+
+
+@dataclass
+class IngestSummary:
+    """Counts for one ingest (the CLI prints them; ``--json`` as one object)."""
+
+    lines_read: int = 0
+    snapshots: int = 0
+    applied: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    rejected: int = 0
+    events_appended: int = 0
+    unknown_statuses: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ingest_lines(
+    engine: Engine,
+    lines: Iterable[bytes],
+    now: Callable[[], float],
+    on_reject: Callable[[Rejection], None] = lambda rejection: None,
+    batch_size: int = 2000,
+) -> IngestSummary:
+    """Apply every good snapshot of ``lines``; each bad line goes to ``on_reject``."""
+    totals = AppendSummary()
+    summary = IngestSummary()
+    for batch in read_batches(lines, now, batch_size):
+        summary.lines_read += batch.lines
+        for rejection in batch.rejections:
+            summary.rejected += 1
+            on_reject(rejection)
+        if batch.snapshots:
+            totals.add(append_snapshots(engine, batch.snapshots, now))
+    summary.snapshots = totals.snapshots
+    summary.applied = totals.applied
+    summary.unchanged = totals.unchanged
+    summary.stale = totals.stale
+    summary.events_appended = totals.events_appended
+    summary.unknown_statuses = dict(Counter(totals.unknown_statuses))
+    return summary

@@ -1,0 +1,115 @@
+"""Lifecycle rules per object kind, as data.
+
+Theory of operation: a tracked object (an Assistants ``thread.run`` today; batches, background
+responses and fine-tuning jobs later) moves through named statuses until it reaches a terminal one.
+The diff engine never names a status itself; everything it needs to know about a kind lives in one
+:class:`Lifecycle` value:
+
+* ``initial`` — the status every history starts with, dated by ``created_field``;
+* ``terminal`` — statuses after which the projected status never changes again;
+* ``dated_by`` — which timestamp field of the object dates entering which status (``started_at``
+  dates ``in_progress``). A dated status whose field is set in a snapshot is *proven* to have been
+  entered at that time, which is how passed-through statuses are inferred between two polls;
+* ``restartable`` — dated statuses that can be entered more than once and whose field the API
+  overwrites on re-entry; a value older than the previous transition is then stale, not a clock error;
+* ``started_status`` — the status whose *first* entry is the projected ``started_at``;
+* ``deadline`` — a status dated by the most recent deadline the object carried (``expires_at`` dates
+  ``expired``; the API nulls the field once the object ends);
+* ``sensitive_fields`` — free-text fields that may carry personal data; their values are kept out of
+  the chained event rows (see :mod:`tracker.events`);
+* ``columns`` — how the projected row reads the object (model, error, token usage).
+
+Unknown statuses are never rejected: they are recorded verbatim and treated as non-terminal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A status entered at a deadline carried by the object (``expired`` at ``expires_at``)."""
+
+    status: str
+    field: str
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """The lifecycle rules of one object kind."""
+
+    kind: str
+    id_field: str
+    group_field: str
+    created_field: str
+    initial: str
+    statuses: frozenset[str]
+    terminal: frozenset[str]
+    dated_by: Mapping[str, str]
+    restartable: frozenset[str] = frozenset()
+    started_status: str | None = None
+    deadline: Deadline | None = None
+    sensitive_fields: frozenset[str] = frozenset()
+    duration_statuses: tuple[str, ...] = ()
+    required_fields: tuple[str, ...] = field(default=())
+
+    def is_known(self, status: str) -> bool:
+        return status in self.statuses
+
+    def is_terminal(self, status: str) -> bool:
+        return status in self.terminal
+
+    def proven_statuses(self, snapshot: Mapping[str, object]) -> list[tuple[str, str, float]]:
+        """Dated statuses whose timestamp field is set in ``snapshot``: (status, field, time)."""
+        proven: list[tuple[str, str, float]] = []
+        for status, field_name in self.dated_by.items():
+            value = snapshot.get(field_name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                proven.append((status, field_name, float(value)))
+        return proven
+
+
+THREAD_RUN = Lifecycle(
+    kind="thread.run",
+    id_field="id",
+    group_field="thread_id",
+    created_field="created_at",
+    initial="queued",
+    statuses=frozenset(
+        {
+            "queued",
+            "in_progress",
+            "requires_action",
+            "cancelling",
+            "cancelled",
+            "failed",
+            "completed",
+            "incomplete",
+            "expired",
+        }
+    ),
+    terminal=frozenset({"cancelled", "failed", "completed", "incomplete", "expired"}),
+    dated_by={
+        "in_progress": "started_at",
+        "completed": "completed_at",
+        "failed": "failed_at",
+        "cancelled": "cancelled_at",
+    },
+    # The API overwrites started_at when a run resumes (requires_action -> queued -> in_progress).
+    restartable=frozenset({"in_progress"}),
+    started_status="in_progress",
+    deadline=Deadline(status="expired", field="expires_at"),
+    # Free text that may hold personal data: kept as separately stored payloads, referenced by digest.
+    sensitive_fields=frozenset({"instructions", "additional_instructions", "metadata", "required_action"}),
+    duration_statuses=("queued", "in_progress", "requires_action", "cancelling"),
+    required_fields=("id", "thread_id", "status", "created_at"),
+)
+
+LIFECYCLES: Mapping[str, Lifecycle] = {THREAD_RUN.kind: THREAD_RUN}
+
+
+def lifecycle_for(kind: str) -> Lifecycle:
+    """The lifecycle of ``kind``; raises KeyError for a kind the tracker does not know."""
+    return LIFECYCLES[kind]

@@ -1,0 +1,228 @@
+"""Pure fold: events -> what a run is now, how long it spent in each status, and projection rows.
+
+One function, :func:`apply_event`, is the only place that interprets events. The incremental path
+(ingest, sync) and ``projections rebuild`` both call it, event by event in ``version`` order, so a
+rebuild produces exactly the rows the incremental path wrote. The diff engine reads the same
+:class:`RunState` to decide what a new snapshot means.
+
+Rows produced here are plain dicts keyed by column name; the store decides where they go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracker.events import FIELDS_CHANGED, FIRST_SEEN, LATE_OBSERVATION, STATUS_ANOMALY, STATUS_CHANGED, Event
+from tracker.lifecycle import Lifecycle, lifecycle_for
+
+
+def _ms(value: float) -> float:
+    return round(value, 3)
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything known about one run, folded from its events (mutable; owned by the fold)."""
+
+    kind: str
+    run_id: str
+    thread_id: str
+    created_at: float
+    version: int = 0
+    status: str | None = None
+    observed_status: str | None = None
+    status_entered_at: float | None = None
+    interval_seq: int | None = None
+    last_observed_at: float | None = None
+    latest_deadline: float | None = None
+    first_started_at: float | None = None
+    ended_at: float | None = None
+    event_count: int = 0
+    last_event_seq: int = 0
+    fields: dict[str, Any] = field(default_factory=dict)
+    transitions: list[tuple[float, str]] = field(default_factory=list)
+    durations: dict[str, float] = field(default_factory=dict)
+    entries: dict[str, int] = field(default_factory=dict)
+    late_keys: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in RunState.__slots__}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunState:
+        state = cls(**data)
+        state.transitions = [(float(at), status) for at, status in data["transitions"]]
+        return state
+
+    def status_at(self, moment: float) -> str | None:
+        """The projected status at ``moment`` (None before the first transition)."""
+        current: str | None = None
+        for occurred_at, status in self.transitions:
+            if occurred_at > moment:
+                break
+            current = status
+        return current
+
+
+@dataclass(slots=True)
+class ProjectionDelta:
+    """Rows to write for a batch of events: new transitions and intervals, closes of older intervals."""
+
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    intervals: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    closes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def new_state(event: Event) -> RunState:
+    """The empty state a run's first event folds into."""
+    created = event.data["fields"][lifecycle_for(event.kind).created_field]
+    return RunState(kind=event.kind, run_id=event.run_id, thread_id=event.thread_id, created_at=float(created))
+
+
+def apply_event(state: RunState | None, event: Event, delta: ProjectionDelta | None = None) -> RunState:
+    """Fold one event into ``state`` (mutated and returned); projection rows go to ``delta``."""
+    if state is None:
+        state = new_state(event)
+    if event.version != state.version + 1:
+        raise ValueError(f"run {event.run_id}: event version {event.version} after {state.version}")
+    lifecycle = lifecycle_for(event.kind)
+    state.version = event.version
+    state.event_count += 1
+    state.last_event_seq = event.seq
+    data = event.data
+    if event.event_type == LATE_OBSERVATION:
+        state.late_keys.append(data["key"])
+        return state
+    if state.last_observed_at is None or event.observed_at > state.last_observed_at:
+        state.last_observed_at = event.observed_at
+    if event.event_type == FIRST_SEEN:
+        state.fields = dict(data["fields"])
+        _note_deadline(state, lifecycle)
+    elif event.event_type == FIELDS_CHANGED:
+        for name, change in data["changes"].items():
+            if "new" in change:
+                state.fields[name] = change["new"]
+            else:
+                state.fields.pop(name, None)
+        _note_deadline(state, lifecycle)
+    elif event.event_type == STATUS_ANOMALY:
+        state.observed_status = data["observed_status"]
+    elif event.event_type == STATUS_CHANGED:
+        _apply_transition(state, event, lifecycle, delta)
+    return state
+
+
+def _note_deadline(state: RunState, lifecycle: Lifecycle) -> None:
+    if lifecycle.deadline is None:
+        return
+    value = state.fields.get(lifecycle.deadline.field)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        state.latest_deadline = float(value)
+
+
+def _apply_transition(state: RunState, event: Event, lifecycle: Lifecycle, delta: ProjectionDelta | None) -> None:
+    data = event.data
+    status: str = data["to_status"]
+    at = event.occurred_at
+    if state.status is not None and state.status_entered_at is not None:
+        spent = _ms(at - state.status_entered_at)
+        state.durations[state.status] = _ms(state.durations.get(state.status, 0.0) + spent)
+        if delta is not None and state.interval_seq is not None:
+            _close_interval(delta, state.run_id, state.interval_seq, at, spent)
+    state.status = status
+    if not data["inferred"]:
+        state.observed_status = status
+    state.status_entered_at = at
+    state.interval_seq = event.seq
+    state.entries[status] = state.entries.get(status, 0) + 1
+    state.transitions.append((at, status))
+    if status == lifecycle.started_status and state.first_started_at is None:
+        state.first_started_at = at
+    if lifecycle.is_terminal(status):
+        state.ended_at = at
+    if delta is not None:
+        delta.transitions.append(transition_row(event))
+        delta.intervals[(state.run_id, event.seq)] = {
+            "run_id": state.run_id,
+            "seq": event.seq,
+            "kind": event.kind,
+            "status": status,
+            "entered_at": at,
+            "exited_at": None,
+            "duration_s": None,
+        }
+
+
+def _close_interval(delta: ProjectionDelta, run_id: str, seq: int, exited_at: float, spent: float) -> None:
+    pending = delta.intervals.get((run_id, seq))
+    if pending is not None:
+        pending["exited_at"] = exited_at
+        pending["duration_s"] = spent
+    else:
+        delta.closes.append({"run_id": run_id, "seq": seq, "exited_at": exited_at, "duration_s": spent})
+
+
+def transition_row(event: Event) -> dict[str, Any]:
+    """The ``run_transitions`` row of a ``status_changed`` event."""
+    data = event.data
+    return {
+        "seq": event.seq,
+        "kind": event.kind,
+        "run_id": event.run_id,
+        "thread_id": event.thread_id,
+        "from_status": data["from_status"],
+        "to_status": data["to_status"],
+        "occurred_at": event.occurred_at,
+        "observed_at": event.observed_at,
+        "inferred": bool(data["inferred"]),
+        "dated_by": data["dated_by"],
+        "not_before": data["not_before"],
+        "clamped": bool(data["clamped"]),
+    }
+
+
+def _nested(fields: dict[str, Any], outer: str, inner: str) -> Any:
+    value = fields.get(outer)
+    return value.get(inner) if isinstance(value, dict) else None
+
+
+def current_row(state: RunState) -> dict[str, Any]:
+    """The ``run_current`` / ``run_durations`` row of a run."""
+    lifecycle = lifecycle_for(state.kind)
+    fields = state.fields
+    terminal = state.status is not None and lifecycle.is_terminal(state.status)
+    row: dict[str, Any] = {
+        "run_id": state.run_id,
+        "kind": state.kind,
+        "thread_id": state.thread_id,
+        "assistant_id": _text(fields.get("assistant_id")),
+        "model": _text(fields.get("model")),
+        "status": state.status,
+        "is_terminal": terminal,
+        "created_at": state.created_at,
+        "started_at": state.first_started_at,
+        "ended_at": state.ended_at,
+        "last_error_code": _text(_nested(fields, "last_error", "code")),
+        "last_error_message": _text(_nested(fields, "last_error", "message")),
+        "incomplete_reason": _text(_nested(fields, "incomplete_details", "reason")),
+        "prompt_tokens": _int(_nested(fields, "usage", "prompt_tokens")),
+        "completion_tokens": _int(_nested(fields, "usage", "completion_tokens")),
+        "total_tokens": _int(_nested(fields, "usage", "total_tokens")),
+        "event_count": state.event_count,
+        "last_event_seq": state.last_event_seq,
+        "total_s": _ms(state.ended_at - state.created_at) if state.ended_at is not None else None,
+        "requires_action_count": state.entries.get("requires_action", 0),
+        "state": state.to_json(),
+    }
+    for status in lifecycle.duration_statuses:
+        row[f"{status}_s"] = state.durations.get(status, 0.0)
+    return row
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

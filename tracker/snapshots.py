@@ -1,0 +1,170 @@
+"""What the API returns, read leniently: one JSON Lines record -> snapshots, or a precise rejection.
+
+A record is a bare object (``"object": "thread.run"``), an envelope ``{"observed_at": ..., "run": {...}}``
+or a list page ``{"object": "list", "data": [...]}``. Only the fields the lifecycle needs are checked
+(``id``, ``thread_id``, ``status``, ``created_at`` and the timestamp fields that date statuses); every
+other field, known or not, is kept verbatim in :attr:`Snapshot.body`. Both the early-2024 run shape
+(``file_ids``, ``retrieval`` tools, no ``usage``) and the current one pass, because neither is pinned.
+
+Nothing here reads the clock: "observed now" is the ``now`` argument.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tracker.lifecycle import LIFECYCLES, Lifecycle
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One observation of one object: its body as the API returned it, and when it was seen."""
+
+    kind: str
+    object_id: str
+    group_id: str
+    status: str
+    created_at: float
+    observed_at: float
+    body: dict[str, Any]
+
+
+class SnapshotError(ValueError):
+    """A record that cannot be read as snapshots; ``str()`` names the field and the reason."""
+
+
+def round_time(value: float) -> float:
+    """Times are kept to the millisecond so that every database stores them exactly alike."""
+    return round(value, 3)
+
+
+def parse_observed_at(value: object, where: str = "observed_at") -> float:
+    """Epoch seconds from a number or an ISO-8601 string (a naive one is read as UTC)."""
+    if isinstance(value, bool):
+        raise SnapshotError(f"field '{where}': expected epoch seconds or an ISO-8601 string, got a boolean")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            raise SnapshotError(f"field '{where}': {value!r} is not a valid epoch time")
+        return round_time(float(value))
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise SnapshotError(f"field '{where}': {value!r} is not an ISO-8601 time") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return round_time(moment.timestamp())
+    raise SnapshotError(f"field '{where}': expected epoch seconds or an ISO-8601 string, got {_type(value)}")
+
+
+def read_record(text: str, now: float) -> list[Snapshot]:
+    """Parse one JSON Lines record. Raises SnapshotError naming the field for the first problem."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(record, dict):
+        raise SnapshotError(f"expected a JSON object, got {_type(record)}")
+    return read_object(record, now)
+
+
+def read_object(record: dict[str, Any], now: float) -> list[Snapshot]:
+    """Snapshots from an already decoded record (bare object, envelope or list page)."""
+    good, bad = read_page_leniently(record, now)
+    if bad:
+        raise bad[0]
+    return good
+
+
+def read_page_leniently(record: dict[str, Any], now: float) -> tuple[list[Snapshot], list[SnapshotError]]:
+    """Snapshots of a record; a list page keeps its good items and reports each bad one."""
+    record, observed_at, where = _unwrap_envelope(record, now)
+    if record.get("object") != "list":
+        return [_read_item(record, observed_at, where)], []
+    data = record.get("data")
+    if not isinstance(data, list):
+        raise SnapshotError(f"{where}field 'data': a list page needs a list, got {_type(data)}")
+    good: list[Snapshot] = []
+    bad: list[SnapshotError] = []
+    for index, item in enumerate(data):
+        try:
+            good.append(_read_item(item, observed_at, where=f"{where}data[{index}]: "))
+        except SnapshotError as exc:
+            bad.append(exc)
+    return good, bad
+
+
+def _unwrap_envelope(record: dict[str, Any], now: float) -> tuple[dict[str, Any], float, str]:
+    """(inner record, observed_at, error prefix); a record without an envelope is observed ``now``."""
+    if "observed_at" not in record or "object" in record:
+        return record, now, ""
+    observed_at = parse_observed_at(record["observed_at"])
+    payload_keys = [key for key in record if key != "observed_at"]
+    if len(payload_keys) != 1 or not isinstance(record[payload_keys[0]], dict):
+        raise SnapshotError(
+            f"an envelope holds 'observed_at' and exactly one object (e.g. 'run'), got keys {sorted(record)}"
+        )
+    key = payload_keys[0]
+    return record[key], observed_at, f"{key}: "
+
+
+def _read_item(item: object, observed_at: float, where: str) -> Snapshot:
+    if not isinstance(item, dict):
+        raise SnapshotError(f"{where}expected a JSON object, got {_type(item)}")
+    try:
+        return to_snapshot(item, observed_at)
+    except SnapshotError as exc:
+        if not where:
+            raise
+        raise SnapshotError(f"{where}{exc}") from None
+
+
+def to_snapshot(body: dict[str, Any], observed_at: float) -> Snapshot:
+    """Check the fields the lifecycle relies on and wrap ``body`` (kept whole) as a snapshot."""
+    kind = body.get("object", "thread.run")
+    lifecycle = LIFECYCLES.get(kind) if isinstance(kind, str) else None
+    if lifecycle is None:
+        raise SnapshotError(f"field 'object': unsupported object kind {kind!r}")
+    for name in lifecycle.required_fields:
+        if body.get(name) is None:
+            raise SnapshotError(f"field '{name}': required, missing")
+    for name in (lifecycle.id_field, lifecycle.group_field, "status"):
+        if not isinstance(body[name], str) or not body[name]:
+            raise SnapshotError(f"field '{name}': expected a non-empty string, got {_type(body[name])}")
+    _check_times(body, lifecycle)
+    return Snapshot(
+        kind=lifecycle.kind,
+        object_id=body[lifecycle.id_field],
+        group_id=body[lifecycle.group_field],
+        status=body["status"],
+        created_at=float(body[lifecycle.created_field]),
+        observed_at=round_time(observed_at),
+        body=body,
+    )
+
+
+def _check_times(body: dict[str, Any], lifecycle: Lifecycle) -> None:
+    names = [lifecycle.created_field, *lifecycle.dated_by.values()]
+    if lifecycle.deadline is not None:
+        names.append(lifecycle.deadline.field)
+    for name in names:
+        value = body.get(name)
+        if value is None and name != lifecycle.created_field:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise SnapshotError(f"field '{name}': expected epoch seconds (a number), got {_type(value)}")
+
+
+def _type(value: object) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )

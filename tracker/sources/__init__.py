@@ -1,0 +1,1 @@
+"""Where snapshots come from: JSON Lines files today, the OpenAI API later."""

@@ -1,0 +1,19 @@
+"""The SQL side of the tracker: schema, append path, projections, queries, audit.
+
+:func:`open_database` is the front door: an engine for the URL, with the schema checked (and an
+empty database migrated) before anything reads or writes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from tracker.store.engine import make_engine, safe_url
+from tracker.store.migrate import ensure_schema
+
+
+def open_database(url: str) -> Engine:
+    """An engine for ``url`` whose schema is at the head revision (an empty database is migrated)."""
+    engine = make_engine(url)
+    ensure_schema(engine, safe_url(url))
+    return engine

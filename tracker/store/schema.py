@@ -1,0 +1,149 @@
+"""Tables of the ledger (SQLAlchemy Core), shared by the store, the migrations and their tests.
+
+``run_events`` is the append-only, hash-chained log; ``run_payloads`` holds sensitive free text by
+digest so it can be erased without touching a chained row. ``proj_*`` tables are projections:
+disposable, rebuilt from events alone. ``run_watermarks`` is operational bookkeeping (the newest
+observation time applied per run, including polls that changed nothing); it is neither ledger nor
+projection. Analysts never read these tables directly: the documented contract is the views in
+:mod:`tracker.store.views`.
+
+Every constraint and index is named by the convention below, so that alembic can address them on
+both dialects (SQLite batch mode recreates tables and needs names to carry constraints across).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+Id = String(255)
+Time: Double[float] = Double()
+
+run_events = Table(
+    "run_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(64), nullable=False),
+    Column("run_id", Id, nullable=False),
+    Column("thread_id", Id, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("occurred_at", Time, nullable=False),
+    Column("observed_at", Time, nullable=False),
+    Column("recorded_at", Time, nullable=False),
+    Column("data", Json, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("run_id", "version"),
+    Index(None, "run_id", "seq"),
+    Index(None, "thread_id"),
+)
+
+run_payloads = Table(
+    "run_payloads",
+    metadata,
+    Column("run_id", Id, primary_key=True),
+    Column("digest", String(64), primary_key=True),
+    Column("field", String(255), nullable=False),
+    Column("body", Json, nullable=False),
+)
+
+run_watermarks = Table(
+    "run_watermarks",
+    metadata,
+    Column("run_id", Id, primary_key=True),
+    Column("last_observed_at", Time, nullable=False),
+)
+
+proj_runs = Table(
+    "proj_runs",
+    metadata,
+    Column("run_id", Id, primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("thread_id", Id, nullable=False),
+    Column("assistant_id", Id),
+    Column("model", String(255)),
+    Column("status", String(64), nullable=False),
+    Column("is_terminal", Boolean, nullable=False),
+    Column("created_at", Time, nullable=False),
+    Column("started_at", Time),
+    Column("ended_at", Time),
+    Column("last_error_code", String(255)),
+    Column("last_error_message", Text),
+    Column("incomplete_reason", String(255)),
+    Column("prompt_tokens", BigInteger),
+    Column("completion_tokens", BigInteger),
+    Column("total_tokens", BigInteger),
+    Column("event_count", Integer, nullable=False),
+    Column("last_event_seq", BigInteger, nullable=False),
+    Column("total_s", Time),
+    Column("queued_s", Time, nullable=False),
+    Column("in_progress_s", Time, nullable=False),
+    Column("requires_action_s", Time, nullable=False),
+    Column("cancelling_s", Time, nullable=False),
+    Column("requires_action_count", Integer, nullable=False),
+    Column("state", Json, nullable=False),
+    Index(None, "kind", "status"),
+    Index(None, "thread_id"),
+    Index(None, "model"),
+    Index(None, "created_at"),
+    Index(None, "ended_at"),
+)
+
+proj_transitions = Table(
+    "proj_transitions",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(64), nullable=False),
+    Column("run_id", Id, nullable=False),
+    Column("thread_id", Id, nullable=False),
+    Column("from_status", String(64)),
+    Column("to_status", String(64), nullable=False),
+    Column("occurred_at", Time, nullable=False),
+    Column("observed_at", Time, nullable=False),
+    Column("inferred", Boolean, nullable=False),
+    Column("dated_by", String(64), nullable=False),
+    Column("not_before", Time),
+    Column("clamped", Boolean, nullable=False),
+    Index(None, "run_id", "seq"),
+    Index(None, "to_status", "occurred_at"),
+)
+
+proj_intervals = Table(
+    "proj_intervals",
+    metadata,
+    Column("run_id", Id, primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(64), nullable=False),
+    Column("status", String(64), nullable=False),
+    Column("entered_at", Time, nullable=False),
+    Column("exited_at", Time),
+    Column("duration_s", Time),
+    Index(None, "status", "entered_at"),
+)
+
+PROJECTION_TABLES = (proj_runs, proj_transitions, proj_intervals)
