@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
 
+from tracker.events import canonical_json
+
 WRITE = "tracker_write"
 # Any constant works; this one spells "tracker" in ASCII so it is recognisable in pg_locks.
 _APPEND_LOCK_KEY = 0x747261636B6572
@@ -37,11 +39,12 @@ def make_engine(url: str | URL) -> Engine:
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    return create_engine(parsed, pool_pre_ping=True)
+    # JSON is written canonically (sorted keys, no spaces) so equal values are equal text on SQLite.
+    return create_engine(parsed, pool_pre_ping=True, json_serializer=canonical_json)
 
 
 def _sqlite_engine(url: URL) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": 60.0})
+    engine = create_engine(url, connect_args={"timeout": 60.0}, json_serializer=canonical_json)
     in_memory = url.database in (None, "", ":memory:")
 
     @event.listens_for(engine, "connect")
