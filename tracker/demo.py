@@ -18,6 +18,7 @@ from tracker.cli.render import emit_table
 from tracker.ingest import ingest_lines
 from tracker.store import queries
 from tracker.store.audit import verify_chain
+from tracker.store.engine import safe_url
 from tracker.synthetic import snapshot_stream
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ def run_demo(context: Context, run_count: int, seed: int) -> None:
     report = verify_chain(engine)
     click.echo(f"\naudit: {report.events} events, chain {'intact' if report.ok else 'BROKEN'}")
     location = str(Path(url.database).resolve()) if url.get_backend_name() == "sqlite" and url.database else ""
-    click.echo(f"\ndatabase: {location or context.database_url}")
+    click.echo(f"\ndatabase: {location or safe_url(context.database_url)}")
     click.echo("explore it (sqlite3 or any SQL client):")
     for query in QUERIES:
         click.echo(f"  {query}")

@@ -143,7 +143,7 @@ def _enter(
         for status, field_name, moment in lifecycle.proven_statuses(snapshot.body)
         if status not in (target, cursor.status, lifecycle.initial)
         and not lifecycle.is_terminal(status)
-        and cursor.entered_at < moment <= at
+        and cursor.entered_at <= moment <= at
     )
     for moment, status, field_name in proven:
         _transition(drafts, cursor, status, moment, inferred=True, dated_by=field_name)
@@ -230,8 +230,14 @@ def _field_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[s
 
 
 def _late_observation(state: RunState, snapshot: Snapshot, fields: dict[str, Any]) -> Diff:
-    """Rule 9: a snapshot older than what was applied is kept once if it shows something new."""
-    if state.status_at(snapshot.observed_at) == snapshot.status:
+    """Rule 9: a snapshot older than what was applied is kept once if it shows something new.
+
+    The history agrees with it when its status is the projected one at its ``observed_at`` or the one the
+    snapshots applied so far showed at that time: a poll applied before a whole-second timestamp dated
+    the next transition at or before it (``started_at`` truncated) is not news when fed again.
+    """
+    moment = snapshot.observed_at
+    if snapshot.status in (state.status_at(moment), state.observed_status_at(moment)):
         return Diff("stale")
     key = payload_digest([snapshot.observed_at, snapshot.status, fields])
     if key in state.late_keys:

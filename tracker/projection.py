@@ -45,6 +45,8 @@ class RunState:
     durations: dict[str, float] = field(default_factory=dict)
     entries: dict[str, int] = field(default_factory=dict)
     late_keys: list[str] = field(default_factory=list)
+    # (observed_at, status) each time a snapshot showed the run in a new status (the observed history).
+    observations: list[tuple[float, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in RunState.__slots__}
@@ -53,6 +55,7 @@ class RunState:
     def from_json(cls, data: dict[str, Any]) -> RunState:
         state = cls(**data)
         state.transitions = [(float(at), status) for at, status in data["transitions"]]
+        state.observations = [(float(at), status) for at, status in data.get("observations", [])]
         return state
 
     def status_at(self, moment: float) -> str | None:
@@ -60,6 +63,15 @@ class RunState:
         current: str | None = None
         for occurred_at, status in self.transitions:
             if occurred_at > moment:
+                break
+            current = status
+        return current
+
+    def observed_status_at(self, moment: float) -> str | None:
+        """The status the snapshots showed at ``moment``: the newest one observed at or before it."""
+        current: str | None = None
+        for observed_at, status in self.observations:
+            if observed_at > moment:
                 break
             current = status
         return current
@@ -108,6 +120,7 @@ def apply_event(state: RunState | None, event: Event, delta: ProjectionDelta | N
         _note_deadline(state, lifecycle)
     elif event.event_type == STATUS_ANOMALY:
         state.observed_status = data["observed_status"]
+        state.observations.append((event.observed_at, data["observed_status"]))
     elif event.event_type == STATUS_CHANGED:
         _apply_transition(state, event, lifecycle, delta)
     return state
@@ -133,6 +146,7 @@ def _apply_transition(state: RunState, event: Event, lifecycle: Lifecycle, delta
     state.status = status
     if not data["inferred"]:
         state.observed_status = status
+        state.observations.append((event.observed_at, status))
     state.status_entered_at = at
     state.interval_seq = event.seq
     state.entries[status] = state.entries.get(status, 0) + 1

@@ -36,6 +36,12 @@ class Context:
             self._engine = open_database(self.database_url)
         return self._engine
 
+    def close(self) -> None:
+        """Release the engine's pooled connections (called when the command finishes)."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
 
 def format_option(function: F) -> F:
     """``--format table|json`` (tables for people, JSON for scripts)."""
@@ -63,10 +69,17 @@ class TrackerGroup(click.Group):
         except SQLAlchemyError as exc:
             if _debug(ctx):
                 raise
-            url = ctx.params.get("database_url") or DEFAULT_DATABASE_URL
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            click.echo(f"tracker: database error ({safe_url(url)}): {reason}", err=True)
+            click.echo(f"tracker: database error ({_shown_url(ctx)}): {reason}", err=True)
             sys.exit(1)
+
+
+def _shown_url(ctx: click.Context) -> str:
+    """The database URL with its password masked, or a placeholder if it cannot even be parsed."""
+    try:
+        return safe_url(ctx.params.get("database_url") or DEFAULT_DATABASE_URL)
+    except TrackerError:
+        return "unparsable database URL"
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -87,3 +100,4 @@ def _debug(ctx: click.Context) -> bool:
 def cli(ctx: click.Context, database_url: str, debug: bool) -> None:
     """Event-sourced tracker and audit log of OpenAI run objects."""
     ctx.obj = Context(database_url, debug)
+    ctx.call_on_close(ctx.obj.close)

@@ -40,7 +40,7 @@ def ingest(obj: Context, path: str, rejects: str | None, as_json: bool) -> None:
     def on_reject(rejection: Rejection) -> None:
         click.echo(f"tracker: {label}:{rejection.line_no}: {rejection.reason}", err=True)
         if rejects_file is not None:
-            rejects_file.write(rejection.raw + b"\n")
+            rejects_file.write(rejection.raw if rejection.raw.endswith(b"\n") else rejection.raw + b"\n")
 
     try:
         summary = ingest_lines(engine, source, time.time, on_reject)
@@ -136,9 +136,13 @@ def db() -> None:
 def db_upgrade(obj: Context) -> None:
     """Migrate the database to the newest schema revision."""
     engine = make_engine(obj.database_url)
-    before = migrate.current_revision(engine)
-    migrate.upgrade(engine)
-    click.echo(f"{safe_url(obj.database_url)}: {before or 'empty'} -> {migrate.current_revision(engine)}")
+    try:
+        before = migrate.current_revision(engine)
+        migrate.upgrade(engine)
+        after = migrate.current_revision(engine)
+    finally:
+        engine.dispose()
+    click.echo(f"{safe_url(obj.database_url)}: {before or 'empty'} -> {after}")
 
 
 @db.command("current")
@@ -146,18 +150,29 @@ def db_upgrade(obj: Context) -> None:
 def db_current(obj: Context) -> None:
     """Show the database's schema revision and this tracker's newest."""
     engine = make_engine(obj.database_url)
-    current = migrate.current_revision(engine)
+    try:
+        current = migrate.current_revision(engine)
+    finally:
+        engine.dispose()
     head = migrate.head_revision()
     state = "up to date" if current == head else "run `tracker db upgrade`"
     click.echo(f"{safe_url(obj.database_url)}: revision {current or 'none'} (head {head}: {state})")
 
 
 @cli.command()
-@click.option("--runs", "run_count", type=click.IntRange(min=1, max=100_000), default=300, show_default=True)
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--runs",
+    "run_count",
+    type=click.IntRange(min=1, max=100_000),
+    default=300,
+    show_default=True,
+    help="How many runs to generate.",
+)
+@click.option("--seed", type=int, default=7, show_default=True, help="Random seed (same seed, same snapshots).")
 @click.pass_obj
 def demo(obj: Context, run_count: int, seed: int) -> None:
     """Ingest a generated, realistic snapshot stream and show what the ledger makes of it."""
     from tracker.demo import run_demo
 
+    _ = obj.engine  # a bad database is one line of error before the demo writes anything
     run_demo(obj, run_count, seed)

@@ -42,7 +42,7 @@ def runs() -> None:
 @click.option("--thread", "thread_id", help="Only runs of this thread.")
 @click.option("--model", help="Only runs of this model.")
 @click.option("--since", help="Only runs created at or after this time (ISO-8601 or epoch seconds).")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many runs.")
 @format_option
 @click.pass_obj
 def runs_list(

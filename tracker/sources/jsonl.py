@@ -19,7 +19,7 @@ class Rejection:
 
     line_no: int
     reason: str
-    raw: bytes
+    raw: bytes  # the line exactly as read, line ending included
 
 
 @dataclass
@@ -36,11 +36,11 @@ def read_batches(lines: Iterable[bytes], now: Callable[[], float], size: int = 2
     batch = Batch()
     for line_no, raw in enumerate(lines, start=1):
         batch.lines += 1
-        raw = raw.rstrip(b"\r\n")
-        if not raw.strip():
+        line = raw.rstrip(b"\r\n")
+        if not line.strip():
             continue
         try:
-            text = raw.decode("utf-8")
+            text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
             batch.rejections.append(Rejection(line_no, f"not UTF-8 (byte {exc.start + 1})", raw))
             continue

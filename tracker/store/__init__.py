@@ -15,5 +15,9 @@ from tracker.store.migrate import ensure_schema
 def open_database(url: str) -> Engine:
     """An engine for ``url`` whose schema is at the head revision (an empty database is migrated)."""
     engine = make_engine(url)
-    ensure_schema(engine, safe_url(url))
+    try:
+        ensure_schema(engine, safe_url(url))
+    except BaseException:
+        engine.dispose()
+        raise
     return engine

@@ -2,7 +2,10 @@
 
 A modified event fails its own hash; a deleted, inserted, duplicated or reordered one breaks the
 ``prev_hash`` link (or the ``seq`` sequence) at the first place it touches. The first bad ``seq`` is
-reported together with every gap in ``seq``. The log is read in keyset pages, so memory stays flat.
+reported together with every gap in ``seq``. The log is streamed by one ordered query (a server-side
+cursor on PostgreSQL), so memory stays flat and no row can fall between two pages: keyset pages
+resuming at ``seq > last`` would skip a second row claiming the same ``seq`` (once the primary key
+has been dropped) when the two straddle a page boundary.
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ def verify_chain(engine: Engine) -> ChainReport:
     expected_seq = 1
     for event in _events_in_order(engine):
         report.events += 1
-        if event.seq != expected_seq:
+        if event.seq > expected_seq:
             report.gaps.append((expected_seq, event.seq - 1))
             _flag(report, event.seq, f"seq {expected_seq}..{event.seq - 1} missing")
+        elif event.seq < expected_seq:
+            _flag(report, event.seq, f"seq {event.seq} appears more than once")
         if event.prev_hash != expected_prev:
             _flag(report, event.seq, "prev_hash does not match the hash of the event before it")
         if chain_hash(event.prev_hash, event_body(event)) != event.hash:
@@ -63,13 +68,7 @@ def _flag(report: ChainReport, seq: int, problem: str) -> None:
 
 
 def _events_in_order(engine: Engine) -> Iterator[Event]:
-    last = 0
+    query = select(run_events).order_by(run_events.c.seq)
     with engine.connect() as connection:
-        while True:
-            query = select(run_events).where(run_events.c.seq > last).order_by(run_events.c.seq).limit(_PAGE)
-            rows = connection.execute(query).all()
-            if not rows:
-                return
-            for row in rows:
-                yield event_from_row(row._mapping)
-            last = int(rows[-1].seq)
+        for row in connection.execution_options(yield_per=_PAGE).execute(query):
+            yield event_from_row(row._mapping)

@@ -13,7 +13,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import ArgumentError
 
+from tracker.errors import TrackerError
 from tracker.events import canonical_json
 
 WRITE = "tracker_write"
@@ -21,9 +23,22 @@ WRITE = "tracker_write"
 _APPEND_LOCK_KEY = 0x747261636B6572
 
 
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+_URL_FORMS = "sqlite:///PATH or postgresql://USER@HOST/DB"
+
+
 def normalise_url(url: str | URL) -> URL:
-    """The URL SQLAlchemy should use; ``postgresql://`` means psycopg 3."""
-    parsed = make_url(url)
+    """The URL SQLAlchemy should use; ``postgresql://`` means psycopg 3.
+
+    Raises TrackerError for a URL that cannot be parsed (its text, which may hold a password, is not
+    repeated) or that names a database the tracker does not run on.
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise TrackerError(f"the database URL cannot be parsed: expected {_URL_FORMS}") from None
+    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise TrackerError(f"unsupported database {parsed.get_backend_name()!r}: expected {_URL_FORMS}")
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed

@@ -60,7 +60,19 @@ def downgrade(engine: Engine, revision: str) -> None:
 
 
 def ensure_schema(engine: Engine, database: str) -> None:
-    """Migrate an empty database; refuse one at any revision other than head."""
+    """Migrate an empty database; refuse one at any revision other than head.
+
+    A refused engine is disposed: it will not be used, and its pooled connection would otherwise stay
+    open until garbage collection.
+    """
+    try:
+        _ensure_schema(engine, database)
+    except SchemaError:
+        engine.dispose()
+        raise
+
+
+def _ensure_schema(engine: Engine, database: str) -> None:
     current = current_revision(engine)
     head = head_revision()
     if current == head:
