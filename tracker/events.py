@@ -69,12 +69,22 @@ class Event:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
+    # Exact type checks: this runs for every value of every hashed event, and isinstance is slower.
+    kind = type(value)
+    if kind is float:
+        return int(value) if value.is_integer() else value
+    if kind is dict:
         return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
+    if kind is list or kind is tuple:
         return [_plain(item) for item in value]
+    if kind is str or kind is int or value is None or kind is bool:
+        return value
+    if isinstance(value, float):
+        return _plain(float(value))
+    if isinstance(value, dict):
+        return _plain(dict(value))
+    if isinstance(value, list | tuple):
+        return _plain(list(value))
     return value
 
 
@@ -132,6 +142,11 @@ def seal(draft: EventDraft, seq: int, recorded_at: float, prev_hash: str) -> Eve
         prev_hash=prev_hash,
         hash=chain_hash(prev_hash, body),
     )
+
+
+def stored_json(value: Any) -> str:
+    """How JSON columns are written: sorted keys, no spaces, so equal values are equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def payload_digest(value: Any) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError
 
 from tracker.errors import TrackerError
-from tracker.events import canonical_json
+from tracker.events import stored_json
 
 WRITE = "tracker_write"
 # Any constant works; this one spells "tracker" in ASCII so it is recognisable in pg_locks.
@@ -55,11 +55,11 @@ def make_engine(url: str | URL) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
     # JSON is written canonically (sorted keys, no spaces) so equal values are equal text on SQLite.
-    return create_engine(parsed, pool_pre_ping=True, json_serializer=canonical_json)
+    return create_engine(parsed, pool_pre_ping=True, json_serializer=stored_json)
 
 
 def _sqlite_engine(url: URL) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": 60.0}, json_serializer=canonical_json)
+    engine = create_engine(url, connect_args={"timeout": 60.0}, json_serializer=stored_json)
     in_memory = url.database in (None, "", ":memory:")
 
     @event.listens_for(engine, "connect")
