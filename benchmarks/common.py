@@ -1,0 +1,232 @@
+"""Shared by the benchmark phases: the event-row file format, timing and memory readings.
+
+Event rows travel between phases as a file of pickled chunks (lists of tuples in :data:`COLUMNS`
+order, ``data`` as canonical JSON text), so the ceiling and peer phases stream them with flat memory
+and can time the database work alone, excluding the (cheap) reading of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import resource
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+COLUMNS = (
+    "seq",
+    "kind",
+    "run_id",
+    "thread_id",
+    "version",
+    "event_type",
+    "occurred_at",
+    "observed_at",
+    "recorded_at",
+    "data",
+    "prev_hash",
+    "hash",
+)
+Row = tuple[int, str, str, str, int, str, float, float, float, str, str, str]
+CHUNK_ROWS = 10_000
+RESULT_PREFIX = "RESULT "
+
+
+def write_rows(path: Path, rows: Iterable[Row]) -> int:
+    """Write ``rows`` to ``path`` in pickled chunks; returns the number of rows."""
+    count = 0
+    chunk: list[Row] = []
+    with path.open("wb") as out:
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) >= CHUNK_ROWS:
+                pickle.dump(chunk, out, protocol=pickle.HIGHEST_PROTOCOL)
+                count += len(chunk)
+                chunk = []
+        if chunk:
+            pickle.dump(chunk, out, protocol=pickle.HIGHEST_PROTOCOL)
+            count += len(chunk)
+    return count
+
+
+def read_chunks(path: Path) -> Iterator[list[Row]]:
+    """The chunks written by :func:`write_rows`, in order."""
+    with path.open("rb") as source:
+        while True:
+            try:
+                chunk: list[Row] = pickle.load(source)
+            except EOFError:
+                return
+            yield chunk
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    """Current resident set size of this process, in MiB (0 where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class RssSampler:
+    """Samples this process's RSS once per ``interval`` seconds in a thread: (seconds since start, MiB)."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = 0.0
+        self.samples: list[tuple[float, float]] = []
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((round(time.perf_counter() - self._started, 1), round(current_rss_mb(), 1)))
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> RssSampler:
+        self._started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((round(time.perf_counter() - self._started, 1), round(current_rss_mb(), 1)))
+
+    def series(self, points: int = 40) -> list[tuple[float, float]]:
+        """At most ``points`` samples, evenly spread, always with the last one."""
+        if len(self.samples) <= points:
+            return list(self.samples)
+        step = len(self.samples) / points
+        picked = [self.samples[int(i * step)] for i in range(points - 1)]
+        return [*picked, self.samples[-1]]
+
+
+@dataclass
+class Stopwatch:
+    """Accumulates wall and CPU time over the ``with`` blocks it times (excluding what is outside)."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    _wall0: float = field(default=0.0, repr=False)
+    _cpu0: float = field(default=0.0, repr=False)
+
+    def __enter__(self) -> Stopwatch:
+        self._wall0 = time.perf_counter()
+        self._cpu0 = time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall += time.perf_counter() - self._wall0
+        self.cpu += time.process_time() - self._cpu0
+
+
+def phase_result(watch: Stopwatch, rss_before_mb: float, **values: Any) -> dict[str, Any]:
+    """The common fields every phase reports, plus ``values``."""
+    return {
+        "seconds": round(watch.wall, 3),
+        "client_cpu_seconds": round(watch.cpu, 3),
+        "rss_before_mb": round(rss_before_mb, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        **values,
+    }
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Hand a phase's result to the orchestrator (the last line of stdout)."""
+    sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def libpq_url(sqlalchemy_url: str) -> str:
+    """``postgresql+psycopg://...`` -> ``postgresql://...`` (what psycopg itself accepts)."""
+    return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def sqlite_path(sqlalchemy_url: str) -> str:
+    """``sqlite:////tmp/x.db`` -> ``/tmp/x.db``."""
+    prefix = "sqlite:///"
+    if not sqlalchemy_url.startswith(prefix):
+        raise ValueError(f"not a SQLite file URL: {sqlalchemy_url}")
+    return sqlalchemy_url[len(prefix) :]
+
+
+class StackSampler:
+    """A statistical profiler: a wall-clock timer signal every ``interval`` s records the main thread's stack.
+
+    Unlike cProfile it adds no cost per call, so functions called millions of times are not inflated;
+    shares are fractions of wall time (inclusive: the function is anywhere on the stack; own: at the top).
+    Python runs the handler only between bytecodes, so ticks that fall inside one long C call (a driver
+    executing a statement, a commit) coalesce into one late sample; each sample is therefore weighted by
+    the wall time since the previous one, which charges that call's time to the frame that made it.
+    Main thread only (Python runs signal handlers there).
+    """
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self._interval = interval
+        self.samples = 0
+        self.seconds = 0.0
+        self.inclusive: dict[tuple[str, str], float] = {}
+        self.own: dict[tuple[str, str], float] = {}
+        self._previous: Any = None
+        self._last = 0.0
+
+    def _sample(self, _signum: int, frame: FrameType | None) -> None:
+        now = time.perf_counter()
+        weight, self._last = now - self._last, now
+        if frame is None:
+            return
+        self.samples += 1
+        self.seconds += weight
+        top = (frame.f_code.co_filename, frame.f_code.co_name)
+        self.own[top] = self.own.get(top, 0.0) + weight
+        seen: set[tuple[str, str]] = set()
+        walker: FrameType | None = frame
+        while walker is not None:
+            seen.add((walker.f_code.co_filename, walker.f_code.co_name))
+            walker = walker.f_back
+        for key in seen:
+            self.inclusive[key] = self.inclusive.get(key, 0.0) + weight
+
+    def __enter__(self) -> StackSampler:
+        self._previous = signal.signal(signal.SIGALRM, self._sample)
+        self._last = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, self._interval, self._interval)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, self._previous)
+
+    def share(self, suffix: str, name: str) -> float:
+        """Inclusive share (percent of wall time) of the functions ``name`` in files ending with ``suffix``."""
+        hits = sum(spent for (file, func), spent in self.inclusive.items() if func == name and file.endswith(suffix))
+        return round(100 * hits / self.seconds, 1) if self.seconds else 0.0
+
+    def top(self, which: str = "inclusive", count: int = 20) -> list[tuple[str, float]]:
+        table = self.inclusive if which == "inclusive" else self.own
+        ranked = sorted(table.items(), key=lambda item: -item[1])[:count]
+        total = self.seconds or 1.0
+        return [(f"{_short(file)}({func})", round(100 * hits / total, 1)) for (file, func), hits in ranked]
+
+
+def _short(filename: str) -> str:
+    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
