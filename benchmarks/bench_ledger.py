@@ -7,12 +7,13 @@ Run from the repository root::
 One run: calibrate events per run on a small sample, generate ``tracker.synthetic`` snapshot streams
 sized to give about ``--events`` events, then per backend, each phase in a fresh subprocess (so peak
 RSS readings don't pollute each other): ingest (``tracker.ingest.ingest_lines`` into a fresh migrated
-database), ``rebuild``, ``verify_chain`` (at each ``--rss-points`` prefix of the snapshots and at full size, for the RSS
-comparison), the raw ceiling (:mod:`benchmarks.ceilings`) and the ``eventsourcing`` peer
+database), ``rebuild``, ``verify_chain`` (also at each ``--rss-points`` prefix of the snapshots, for
+the RSS comparison), the raw ceiling (:mod:`benchmarks.ceilings`) and the ``eventsourcing`` peer
 (:mod:`benchmarks.peer`). PostgreSQL is a throwaway server from ``tests/pgserver.py`` (durability
 off, like the test suite's). Prints a table and writes ``benchmarks/results/<timestamp>.json``.
 
-``--profile`` instead runs cProfile over the ingest phase only and prints where its time goes.
+``--profile`` instead profiles ingest, rebuild and verify (cProfile, then the time-weighted stack
+sampler of :mod:`benchmarks.common`) and times the pure parts unprofiled; see docs/benchmarks.md.
 A phase alone: ``--phase NAME --spec JSON`` (what the orchestrator runs in its subprocesses).
 """
 

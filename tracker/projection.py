@@ -60,21 +60,21 @@ class RunState:
 
     def status_at(self, moment: float) -> str | None:
         """The projected status at ``moment`` (None before the first transition)."""
-        current: str | None = None
-        for occurred_at, status in self.transitions:
-            if occurred_at > moment:
-                break
-            current = status
-        return current
+        return _latest_at(self.transitions, moment)
 
     def observed_status_at(self, moment: float) -> str | None:
         """The status the snapshots showed at ``moment``: the newest one observed at or before it."""
-        current: str | None = None
-        for observed_at, status in self.observations:
-            if observed_at > moment:
-                break
-            current = status
-        return current
+        return _latest_at(self.observations, moment)
+
+
+def _latest_at(timeline: list[tuple[float, str]], moment: float) -> str | None:
+    """The status of the last (time, status) entry at or before ``moment`` in a time-ordered list."""
+    current: str | None = None
+    for at, status in timeline:
+        if at > moment:
+            break
+        current = status
+    return current
 
 
 @dataclass(slots=True)
