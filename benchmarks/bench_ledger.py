@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -59,7 +59,7 @@ from benchmarks.common import (
 )
 from tests.pgserver import PostgresServer
 from tracker.events import canonical_json, chain_hash, event_body
-from tracker.ingest import ingest_lines
+from tracker.ingest import IngestSummary, ingest_lines
 from tracker.sources.jsonl import read_batches
 from tracker.store import open_database
 from tracker.store.audit import _events_in_order as events_in_seq_order
@@ -67,6 +67,8 @@ from tracker.store.audit import verify_chain
 from tracker.store.projections import rebuild
 from tracker.store.schema import run_events
 from tracker.synthetic import snapshot_stream
+
+T = TypeVar("T")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -94,45 +96,55 @@ def phase_generate(spec: dict[str, Any]) -> dict[str, Any]:
     return phase_result(watch, rss_before, runs=spec["runs"], snapshots=snapshots, bytes=os.path.getsize(spec["out"]))
 
 
-def phase_ingest(spec: dict[str, Any]) -> dict[str, Any]:
-    engine = open_database(spec["url"])  # migrates the empty database; not timed
+def _measure(spec: dict[str, Any], work: Callable[[Engine], T]) -> tuple[T, dict[str, Any]]:
+    """Run ``work`` on the phase's database under the stopwatch and the RSS sampler (plus cProfile and
+    the stack sampler when the spec asks); return its value and the result fields every phase reports."""
+    engine = open_database(spec["url"])  # migrates an empty database; not timed
     rss_before = current_rss_mb()
     watch = Stopwatch()
-    rejected: list[str] = []
     profiler = cProfile.Profile() if spec.get("profile") else None
-    progress: list[tuple[int, float, float]] = []
     stacks = StackSampler() if spec.get("sample") else contextlib.nullcontext()
-    with open(spec["input"], "rb") as source, RssSampler() as sampler, stacks, watch:
+    with RssSampler() as sampler, stacks, watch:
         if profiler is not None:
             profiler.enable()
-        summary = ingest_lines(
-            engine,
-            _progress(source, progress),
-            time.time,
-            on_reject=lambda rejection: rejected.append(rejection.reason),
-            batch_size=spec["batch_size"],
-        )
+        value = work(engine)
         if profiler is not None:
             profiler.disable()
     engine.dispose()
+    result = phase_result(watch, rss_before, rss_series=sampler.series())
+    if profiler is not None:
+        result["profile"] = profile_report(profiler, spec.get("profile_out"))
+    if isinstance(stacks, StackSampler):
+        result["sampled"] = sampled_report(stacks)
+    return value, result
+
+
+def phase_ingest(spec: dict[str, Any]) -> dict[str, Any]:
+    rejected: list[str] = []
+    progress: list[tuple[int, float, float]] = []
+
+    def work(engine: Engine) -> IngestSummary:
+        with open(spec["input"], "rb") as source:
+            return ingest_lines(
+                engine,
+                _progress(source, progress),
+                time.time,
+                on_reject=lambda rejection: rejected.append(rejection.reason),
+                batch_size=spec["batch_size"],
+            )
+
+    summary, result = _measure(spec, work)
     if rejected:
         raise RuntimeError(f"{len(rejected)} lines rejected, first: {rejected[0]}")
-    result = phase_result(
-        watch,
-        rss_before,
+    result.update(
         snapshots=summary.snapshots,
         events=summary.events_appended,
         applied=summary.applied,
         unchanged=summary.unchanged,
         stale=summary.stale,
         batch_size=spec["batch_size"],
-        rss_series=sampler.series(),
         progress=_rates(progress),
     )
-    if profiler is not None:
-        result["profile"] = profile_report(profiler, spec.get("profile_out"))
-    if isinstance(stacks, StackSampler):
-        result["sampled"] = sampled_report(stacks)
     return result
 
 
@@ -166,46 +178,16 @@ def _rates(progress: list[tuple[int, float, float]]) -> list[dict[str, float]]:
 
 
 def phase_rebuild(spec: dict[str, Any]) -> dict[str, Any]:
-    engine = open_database(spec["url"])
-    rss_before = current_rss_mb()
-    watch = Stopwatch()
-    profiler = cProfile.Profile() if spec.get("profile") else None
-    stacks = StackSampler() if spec.get("sample") else contextlib.nullcontext()
-    with RssSampler() as sampler, stacks, watch:
-        if profiler is not None:
-            profiler.enable()
-        events = rebuild(engine)
-        if profiler is not None:
-            profiler.disable()
-    engine.dispose()
-    result = phase_result(watch, rss_before, events=events, rss_series=sampler.series())
-    if profiler is not None:
-        result["profile"] = profile_report(profiler, spec.get("profile_out"))
-    if isinstance(stacks, StackSampler):
-        result["sampled"] = sampled_report(stacks)
+    events, result = _measure(spec, rebuild)
+    result["events"] = events
     return result
 
 
 def phase_verify(spec: dict[str, Any]) -> dict[str, Any]:
-    engine = open_database(spec["url"])
-    rss_before = current_rss_mb()
-    watch = Stopwatch()
-    profiler = cProfile.Profile() if spec.get("profile") else None
-    stacks = StackSampler() if spec.get("sample") else contextlib.nullcontext()
-    with RssSampler() as sampler, stacks, watch:
-        if profiler is not None:
-            profiler.enable()
-        report = verify_chain(engine)
-        if profiler is not None:
-            profiler.disable()
-    engine.dispose()
+    report, result = _measure(spec, verify_chain)
     if not report.ok:
         raise RuntimeError(f"verify_chain failed at seq {report.first_bad_seq}: {report.problem}")
-    result = phase_result(watch, rss_before, events=report.events, ok=report.ok, rss_series=sampler.series())
-    if profiler is not None:
-        result["profile"] = profile_report(profiler, spec.get("profile_out"))
-    if isinstance(stacks, StackSampler):
-        result["sampled"] = sampled_report(stacks)
+    result.update(events=report.events, ok=report.ok)
     return result
 
 
