@@ -9,7 +9,7 @@ snapshots share one transaction because a commit per run caps throughput (docs/b
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,11 +23,9 @@ from tracker.lifecycle import lifecycle_for
 from tracker.projection import ProjectionDelta, RunState, apply_event
 from tracker.snapshots import Snapshot
 from tracker.store.engine import begin_write
-from tracker.store.projections import ProjectionTables, load_states, write_projections
+from tracker.store.projections import ProjectionTables, in_chunks, load_states, write_projections
 from tracker.store.schema import run_events, run_payloads, run_watermarks
 from tracker.store.sql_dialect import insert_ignore
-
-_CHUNK = 500
 
 
 @dataclass
@@ -139,14 +137,9 @@ def chain_head(connection: Connection) -> tuple[int, str]:
     return (0, GENESIS_HASH) if row is None else (int(row.seq), str(row.hash))
 
 
-def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
 def _load_watermarks(connection: Connection, run_ids: Sequence[str]) -> dict[str, float]:
     found: dict[str, float] = {}
-    for chunk in _chunks(run_ids):
+    for chunk in in_chunks(run_ids):
         query = select(run_watermarks.c.run_id, run_watermarks.c.last_observed_at).where(
             run_watermarks.c.run_id.in_(chunk)
         )

@@ -54,11 +54,16 @@ class ProjectionTables:
         return (self.runs, self.transitions, self.intervals)
 
 
+def in_chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    """``ids`` in slices small enough for one ``IN (...)`` list on every dialect."""
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
 def load_states(connection: Connection, run_ids: Sequence[str]) -> dict[str, RunState]:
     """The folded state of each known run among ``run_ids``."""
     states: dict[str, RunState] = {}
-    for start in range(0, len(run_ids), _CHUNK):
-        chunk = run_ids[start : start + _CHUNK]
+    for chunk in in_chunks(run_ids):
         query = select(proj_runs.c.run_id, proj_runs.c.state).where(proj_runs.c.run_id.in_(chunk))
         for row in connection.execute(query):
             states[row.run_id] = RunState.from_json(row.state)
