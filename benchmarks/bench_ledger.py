@@ -58,11 +58,11 @@ from benchmarks.common import (
     write_rows,
 )
 from tests.pgserver import PostgresServer
-from tracker.events import canonical_json, chain_hash, event_body
+from tracker.events import canonical_json
 from tracker.ingest import IngestSummary, ingest_lines
 from tracker.sources.jsonl import read_batches
 from tracker.store import open_database
-from tracker.store.audit import _events_in_order as events_in_seq_order
+from tracker.store.audit import _bodies_in_order as bodies_in_seq_order
 from tracker.store.audit import verify_chain
 from tracker.store.projections import rebuild
 from tracker.store.schema import run_events
@@ -212,10 +212,10 @@ def phase_costs(spec: dict[str, Any]) -> dict[str, Any]:
         "us_per_item": round(1e6 * seconds / snapshots, 2),
     }
     started = time.perf_counter()
-    events = list(events_in_seq_order(engine))
+    bodies = list(bodies_in_seq_order(engine))
     seconds = time.perf_counter() - started
-    count = len(events)
-    costs["read: run_events rows -> Event, seq pages (as verify_chain reads)"] = {
+    count = len(bodies)
+    costs["read: hashed bodies assembled by the database, seq order (as verify_chain reads)"] = {
         "items": count,
         "seconds": round(seconds, 3),
         "us_per_item": round(1e6 * seconds / count, 2),
@@ -231,26 +231,12 @@ def phase_costs(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         with psycopg.connect(libpq_url(spec["url"])) as raw_pg:
             timed(
-                "  floor: raw psycopg SELECT * ORDER BY seq, fetchall (jsonb decoded)",
+                "  floor: raw psycopg SELECT * ORDER BY seq, fetchall",
                 count,
                 lambda: raw_pg.execute("SELECT * FROM run_events ORDER BY seq").fetchall(),
             )
-    bodies = [event_body(event) for event in events]
-    timed(
-        "hash: chain_hash(prev_hash, event_body(e)) per event",
-        count,
-        lambda: [chain_hash(e.prev_hash, event_body(e)) for e in events],
-    )
-    timed("  event_body(e) alone", count, lambda: [event_body(e) for e in events])
-    timed("  canonical_json(body) alone", count, lambda: [canonical_json(b) for b in bodies])
-    timed(
-        "    json.dumps(body, sort_keys) without _plain",
-        count,
-        lambda: [json.dumps(b, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for b in bodies],
-    )
-    texts = [canonical_json(b).encode() for b in bodies]
-    timed("  sha256 of the canonical bytes alone", count, lambda: [hashlib.sha256(t).hexdigest() for t in texts])
-    timed("json column: canonical_json(e.data) per event", count, lambda: [canonical_json(e.data) for e in events])
+    texts = [f"{prev}\n{body}".encode() for _, prev, _, body, _ in bodies]
+    timed("hash: sha256 of prev_hash + body text alone", count, lambda: [hashlib.sha256(t).hexdigest() for t in texts])
     engine.dispose()
     return {"events": count, "snapshots": snapshots, "costs": costs}
 
@@ -334,54 +320,46 @@ PHASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 
 # (label, file suffix, function name): cumulative time of these, as a share of the whole ingest.
 PROFILE_BUCKETS = [
-    ("read_batches (JSONL -> Snapshot, incl. json.loads)", "tracker/sources/jsonl.py", "read_batches"),
-    ("  json.loads", "json/__init__.py", "loads"),
+    ("read_batches (JSONL -> Snapshot)", "tracker/sources/jsonl.py", "read_batches"),
+    ("  decode_line (orjson)", "tracker/snapshots.py", "decode_line"),
     ("  to_snapshot", "tracker/snapshots.py", "to_snapshot"),
     ("append_snapshots (one write transaction per batch)", "tracker/store/ledger.py", "append_snapshots"),
     ("  _append", "tracker/store/ledger.py", "_append"),
     ("    load_states (SELECT proj_runs + RunState.from_json)", "tracker/store/projections.py", "load_states"),
-    ("    RunState.from_json", "tracker/projection.py", "from_json"),
     ("    _load_watermarks", "tracker/store/ledger.py", "_load_watermarks"),
     ("    chain_head", "tracker/store/ledger.py", "chain_head"),
     ("    diff_snapshot", "tracker/diff.py", "diff_snapshot"),
     ("      split_sensitive", "tracker/events.py", "split_sensitive"),
+    ("      _field_changes", "tracker/diff.py", "_field_changes"),
     ("    seal (hash chain)", "tracker/events.py", "seal"),
-    ("      chain_hash", "tracker/events.py", "chain_hash"),
+    ("      body_json", "tracker/events.py", "body_json"),
     ("    apply_event (fold)", "tracker/projection.py", "apply_event"),
     ("    event_row", "tracker/store/ledger.py", "event_row"),
-    ("    insert_ignore (run_payloads)", "tracker/store/sql_dialect.py", "insert_ignore"),
-    ("    write_projections", "tracker/store/projections.py", "write_projections"),
-    ("      current_row", "tracker/projection.py", "current_row"),
-    ("      RunState.to_json", "tracker/projection.py", "to_json"),
-    ("    _write_watermarks", "tracker/store/ledger.py", "_write_watermarks"),
-    ("canonical_json (all callers: hashing + JSON columns)", "tracker/events.py", "canonical_json"),
-    ("  _plain", "tracker/events.py", "_plain"),
-    ("  json.dumps", "json/__init__.py", "dumps"),
-    ("SQLAlchemy Connection.execute (all statements)", "sqlalchemy/engine/base.py", "execute"),
-    ("  DBAPI executemany (driver)", "sqlalchemy/engine/default.py", "do_executemany"),
-    ("  DBAPI execute (driver)", "sqlalchemy/engine/default.py", "do_execute"),
-    ("  SQL compilation", "sqlalchemy/sql/elements.py", "_compile_w_cache"),
+    # The writes run on the writer thread, which neither profiler sees; the main thread shows only
+    # the time it waits for them at the end of each batch.
+    ("    waiting for the writer thread", "tracker/store/ledger.py", "__exit__"),
+    ("canonical_json (all callers)", "tracker/events.py", "canonical_json"),
+    ("  _plain (normalising integral floats)", "tracker/events.py", "_plain"),
+    ("fingerprint (orjson, comparisons)", "tracker/events.py", "fingerprint"),
+    ("payload_digest", "tracker/events.py", "payload_digest"),
     ("COMMIT", "sqlalchemy/engine/default.py", "do_commit"),
 ]
 
 
 # Only for the sampler (cProfile reports them in its own tables).
 EXTRA_BUCKETS = [
-    ("rebuild: _events_by_run (read + Event)", "tracker/store/projections.py", "_events_by_run"),
+    ("rebuild: _events (rows -> Event, decoding data)", "tracker/store/projections.py", "_events"),
+    ("waiting on the database thread (Future.result)", "concurrent/futures/_base.py", "result"),
     ("rebuild: write_projections", "tracker/store/projections.py", "write_projections"),
-    ("verify: _events_in_order (read + Event)", "tracker/store/audit.py", "_events_in_order"),
-    ("  event_from_row", "tracker/store/projections.py", "event_from_row"),
-    ("verify: chain_hash", "tracker/events.py", "chain_hash"),
-    ("payload_digest", "tracker/events.py", "payload_digest"),
-    ("stored_json (JSON columns)", "tracker/events.py", "stored_json"),
-    ("SQLAlchemy _init_compiled (per-row params, bind processors)", "sqlalchemy/engine/default.py", "_init_compiled"),
+    ("verify: _bodies_in_order (SQL-assembled bodies)", "tracker/store/audit.py", "_bodies_in_order"),
+    ("verify: _check (hashing loop)", "tracker/store/audit.py", "_check"),
+    ("verify: _matches_exactly (exact fallback)", "tracker/store/audit.py", "_matches_exactly"),
 ]
 
 # Functions whose callers are broken down (who pays for them).
 PROFILE_CALLERS = [
     ("tracker/events.py", "canonical_json"),
-    ("sqlalchemy/engine/base.py", "execute"),
-    ("tracker/store/projections.py", "event_from_row"),
+    ("tracker/events.py", "fingerprint"),
 ]
 
 

@@ -20,20 +20,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-COLUMNS = (
-    "seq",
-    "kind",
-    "run_id",
-    "thread_id",
-    "version",
-    "event_type",
-    "occurred_at",
-    "observed_at",
-    "recorded_at",
-    "data",
-    "prev_hash",
-    "hash",
-)
+from tracker.store.ledger import EVENT_COLUMNS
+
+# The tracker's own run_events columns, in the order its bulk writer uses.
+COLUMNS = EVENT_COLUMNS
 Row = tuple[int, str, str, str, int, str, float, float, float, str, str, str]
 CHUNK_ROWS = 10_000
 RESULT_PREFIX = "RESULT "

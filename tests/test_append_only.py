@@ -74,7 +74,7 @@ def _event_params(stored: list[Row], **changes: Any) -> dict[str, Any]:
 
 
 def _values(engine: Engine) -> str:
-    data = "CAST(:data AS JSONB)" if engine.dialect.name == "postgresql" else ":data"
+    data = "CAST(:data AS JSON)" if engine.dialect.name == "postgresql" else ":data"
     return "VALUES (" + ", ".join(data if name == "data" else f":{name}" for name in COLUMNS) + ")"
 
 

@@ -26,7 +26,7 @@ from tracker.events import EVENT_TYPES, GENESIS_HASH, EventDraft, seal
 from tracker.ingest import ingest_lines
 from tracker.store import audit
 from tracker.store.audit import ChainReport, verify_chain
-from tracker.store.ledger import event_row
+from tracker.store.ledger import EVENT_COLUMNS, event_row
 from tracker.store.schema import run_events
 from tracker.synthetic import snapshot_stream
 
@@ -143,7 +143,9 @@ def _forged(connection: Connection, seq: int) -> Row:
         observed_at=1_767_225_601.0,
         data={"fields": {"id": "run_forged", "created_at": 1_767_225_600}},
     )
-    return event_row(seal(draft, seq, NOW, prev_hash))
+    event = seal(draft, seq, NOW, prev_hash)
+    # event_row gives the data column's text; a SQLAlchemy insert into the JSON column takes the value.
+    return {**dict(zip(EVENT_COLUMNS, event_row(event), strict=True)), "data": event.data}
 
 
 def _altered(row: Row, column: str) -> Any:
@@ -401,6 +403,98 @@ def test_seq_renumbered_to_close_a_gap_is_detected(engine: Engine, log: int) -> 
     report = verify_chain(engine)
     assert report.gaps == []
     assert report.first_bad_seq == target
+
+
+# --- the hashed text: assembled by the database, recomputed exactly when it is not canonical -----------
+
+
+def _mark(connection: Connection) -> str:
+    return "?" if connection.dialect.name == "sqlite" else "%s"
+
+
+def _data_text(connection: Connection, seq: int) -> str:
+    """The ``data`` column of the event at ``seq`` as the database stores it (text, not decoded)."""
+    query = f"SELECT CAST(data AS TEXT) FROM run_events WHERE seq = {_mark(connection)}"
+    return str(connection.exec_driver_sql(query, (seq,)).scalar_one())
+
+
+def _set_data_text(connection: Connection, seq: int, data: str) -> None:
+    """Store ``data`` in the ``data`` column of the event at ``seq`` exactly as written."""
+    mark = _mark(connection)
+    value = mark if connection.dialect.name == "sqlite" else f"CAST({mark} AS json)"
+    connection.exec_driver_sql(f"UPDATE run_events SET data = {value} WHERE seq = {mark}", (data, seq))
+
+
+def test_honest_rows_verify_on_the_text_the_database_assembles(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Strings JSON must escape, non-ASCII text and times with milliseconds: the body text built in SQL is the
+    # canonical one, so no honest row needs the exact (slow) recomputation.
+    texts = ["plain", 'quote " backslash \\ slash /', "controls \x01\x1f\t\n\r\x7f", "é 😀 \u2028\u00a0"]
+    lines = []
+    for index, text_value in enumerate(texts):
+        run = {
+            "id": f"run_{index} {text_value}",
+            "object": "thread.run",
+            "thread_id": f"thread {text_value}",
+            "created_at": 1_767_225_600 + index,
+            "status": "in_progress",
+            "started_at": 1_767_225_601.25 + index,
+            "x_text": text_value,
+            "x_numbers": [0.1, 1e-7, 123456.789, 2**63, -3],
+        }
+        lines.append(json.dumps({"observed_at": 1_767_225_610.123 + index, "run": run}).encode())
+    assert ingest_lines(engine, lines, lambda: NOW + 0.5).events_appended == 3 * len(texts)
+    exact_checks: list[str] = []
+    exact = audit._matches_exactly
+
+    def counted(*args: Any) -> bool:
+        exact_checks.append(args[0])
+        return exact(*args)
+
+    monkeypatch.setattr(audit, "_matches_exactly", counted)
+    report = verify_chain(engine)
+    assert report.ok, report
+    assert report.events == 3 * len(texts)
+    assert exact_checks == []
+
+
+def test_the_same_data_in_another_text_still_verifies(engine: Engine, log: int) -> None:
+    # Not canonical text (indented, keys unsorted) for the very same value: the exact recomputation
+    # from the row's own values still finds the stored hash.
+    target = log // 2
+
+    def attack(connection: Connection) -> None:
+        data = json.loads(_data_text(connection, target))
+        _set_data_text(connection, target, json.dumps(dict(reversed(data.items())), indent=2))
+
+    _tamper(engine, attack)
+    with engine.connect() as connection:
+        assert "\n" in _data_text(connection, target)
+    report = verify_chain(engine)
+    assert report.ok, report
+    assert report.events == log
+
+
+def test_changed_data_in_another_text_is_detected(engine: Engine, log: int) -> None:
+    target = log // 2
+
+    def attack(connection: Connection) -> None:
+        data = json.loads(_data_text(connection, target))
+        _set_data_text(connection, target, json.dumps({**data, "tampered": True}, indent=2))
+
+    _tamper(engine, attack)
+    report = verify_chain(engine)
+    assert report.first_bad_seq == target
+    assert report.problem == "hash does not match the event's content"
+    assert report.gaps == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's json column refuses text that is not JSON
+def test_sqlite_data_that_is_not_json_is_detected(engine: Engine, log: int) -> None:
+    target = log // 2
+    _tamper(engine, lambda connection: _set_data_text(connection, target, "not json {"))
+    report = verify_chain(engine)
+    assert report.first_bad_seq == target
+    assert report.problem == "hash does not match the event's content"
 
 
 # --- randomized mutations ----------------------------------------------------------------------------

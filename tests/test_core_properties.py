@@ -2,7 +2,8 @@
 
 The ledger model below does what tracker/store/ledger.py ``_append`` does per batch: load each run's
 state from its stored JSON, diff, seal, fold, write projection rows, store states and watermarks.
-Stored JSON goes through ``canonical_json`` as the database's JSON columns do.
+Projection rows and folded states are read back as the store writes them (sorted JSON that keeps a
+float a float); event data is read back from its canonical text (``Event.data_json``), as a rebuild does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.test_lifecycle_rules import status_intervals
 from tracker.diff import diff_snapshot
 from tracker.events import (
     GENESIS_HASH,
@@ -23,10 +25,15 @@ from tracker.events import (
     STATUS_ANOMALY,
     STATUS_CHANGED,
     Event,
+    EventDraft,
+    body_json,
+    canonical_data,
     canonical_json,
     chain_hash,
     event_body,
+    hash_text,
     seal,
+    stored_json,
 )
 from tracker.lifecycle import THREAD_RUN
 from tracker.projection import ProjectionDelta, RunState, apply_event, current_row
@@ -40,31 +47,29 @@ PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[Heal
 
 
 def stored(value: Any) -> Any:
-    """``value`` as read back from a JSON column."""
-    return json.loads(canonical_json(value))
+    """``value`` as read back from a projection row (``proj_runs.state`` is written as sorted JSON)."""
+    return json.loads(stored_json(value))
 
 
 @dataclass
 class Tables:
-    """The projection tables: transitions by seq, intervals by (run_id, seq), current rows by run_id."""
+    """The projection tables: transitions by seq, current rows by run_id (intervals are derived)."""
 
     transitions: dict[int, dict[str, Any]] = field(default_factory=dict)
-    intervals: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, Any] = field(default_factory=dict)
 
     def write(self, delta: ProjectionDelta, states: list[RunState]) -> None:
         for row in delta.transitions:
-            assert row["seq"] not in self.transitions
+            assert row["seq"] not in self.transitions  # transition rows are only ever inserted
             self.transitions[row["seq"]] = stored(row)
-        for key, row in delta.intervals.items():
-            assert key not in self.intervals
-            self.intervals[key] = stored(row)
-        for close in delta.closes:
-            interval = self.intervals[(close["run_id"], close["seq"])]
-            assert interval["exited_at"] is None
-            interval.update(exited_at=close["exited_at"], duration_s=close["duration_s"])
         for state in states:
             self.runs[state.run_id] = stored(current_row(state))
+
+    def intervals(self) -> list[tuple[str, str, float, float | None, float | None]]:
+        """(run_id, status, entered_at, exited_at, duration_s), as the ``run_status_intervals`` view reads
+        them from the transitions: a stay ends at the run's next transition by seq (``LEAD``), its
+        duration rounded to the millisecond; the latest stay is open."""
+        return status_intervals(list(self.transitions.values()))
 
 
 @dataclass
@@ -117,7 +122,8 @@ def rebuild(log: list[Event]) -> Tables:
     delta = ProjectionDelta()
     states: dict[str, RunState] = {}
     for event in sorted(log, key=lambda e: (e.run_id, e.seq)):
-        read_back = Event(**{**event_body(event), "data": stored(event.data), "prev_hash": "", "hash": ""})
+        # As the store reads it back: the data column's text, decoded.
+        read_back = event._replace(data=json.loads(event.data_json), prev_hash="", hash="")
         states[event.run_id] = apply_event(states.get(event.run_id), read_back, delta)
     tables = Tables()
     tables.write(delta, list(states.values()))
@@ -138,6 +144,7 @@ def check_chain(log: list[Event]) -> None:
         assert event.seq == seq
         assert event.prev_hash == prev_hash
         assert event.hash == chain_hash(prev_hash, event_body(event))
+        assert event.data_json == canonical_json(event.data)
         prev_hash = event.hash
 
 
@@ -173,7 +180,20 @@ def check_rebuild(ledger: Ledger) -> None:
     rebuilt = rebuild(ledger.log)
     assert rebuilt.runs == ledger.tables.runs
     assert rebuilt.transitions == ledger.tables.transitions
-    assert rebuilt.intervals == ledger.tables.intervals
+    check_intervals(ledger.tables)
+
+
+def check_intervals(tables: Tables) -> None:
+    """The intervals derived from the transitions add up to the durations the fold keeps per status."""
+    totals: dict[tuple[str, str], float] = {}
+    for run_id, status, entered_at, exited_at, duration in tables.intervals():
+        assert (exited_at is None) is (duration is None)
+        if exited_at is not None and duration is not None:
+            assert exited_at >= entered_at
+            totals[(run_id, status)] = round(totals.get((run_id, status), 0) + duration, 3)
+    for run_id, row in tables.runs.items():
+        durations = {status: seconds for status, seconds in row["state"]["durations"].items() if seconds}
+        assert durations == {status: s for (run, status), s in totals.items() if run == run_id and s}
 
 
 # --- random streams ---------------------------------------------------------------------------------
@@ -217,7 +237,7 @@ def streams(draw: st.DrawFn, in_order: bool | None = None) -> list[Snapshot]:
     observations: dict[tuple[int, float], Snapshot] = {}
     for _ in range(draw(st.integers(1, 14))):
         run_index = draw(st.integers(0, runs - 1))
-        observed_at = C + run_index * 7 + draw(st.integers(0, 60)) + draw(st.sampled_from([0, 0.25, 0.5]))
+        observed_at = float(C + run_index * 7 + draw(st.integers(0, 60)) + draw(st.sampled_from([0, 0.25, 0.5])))
         if (run_index, observed_at) not in observations:
             observations[(run_index, observed_at)] = to_snapshot(draw(bodies(run_index)), observed_at)
     unique = list(observations.values())
@@ -243,7 +263,7 @@ def resumes(draw: st.DrawFn) -> list[Snapshot]:
             st.sampled_from([["requires_action", "queued", "in_progress"], ["requires_action", "in_progress"]])
         )
     path.append(draw(st.sampled_from(["completed", "failed", "cancelled", "incomplete", "expired"])))
-    polls.append(to_snapshot(dict(body), clock))
+    polls.append(to_snapshot(dict(body), float(clock)))
     for status in path:
         step = draw(st.integers(1, 6))
         if status == "in_progress":
@@ -253,7 +273,7 @@ def resumes(draw: st.DrawFn) -> list[Snapshot]:
         clock += step
         body["status"] = status
         for _ in range(draw(st.integers(1, 2))):
-            polls.append(to_snapshot(dict(body), clock))
+            polls.append(to_snapshot(dict(body), float(clock)))
             clock += draw(st.integers(1, 3))
     return polls
 
@@ -368,3 +388,78 @@ def test_synthetic_streams_are_clean_and_idempotent(seed: int, runs: int, sizes:
         started = [body["started_at"] for _, body in run_polls if body["started_at"] is not None]
         assert row["started_at"] == (started[0] if started else None)
     assert ledger.feed(stream, [len(stream)]) == []
+
+
+# --- the hashed body: assembled from columns = canonical JSON of the body --------------------------------
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),  # beyond 64 bits, too
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(-(2**53), 2**53).map(float),  # integral floats: canonical JSON writes them as integers
+    st.text(),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+times = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(0, 4_000_000_000).map(float),
+    st.integers(0, 4_000_000_000_000).map(lambda ms: ms / 1000),
+)
+drafts = st.builds(
+    EventDraft,
+    kind=st.text(),
+    run_id=st.text(),
+    thread_id=st.text(),
+    version=st.integers(1, 2**63 - 1),
+    event_type=st.text(),
+    occurred_at=times,
+    observed_at=times,
+    data=st.dictionaries(st.text(max_size=8), json_values, max_size=5),
+)
+hashes = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
+
+
+@PROPERTY
+@given(draft=drafts, seq=st.integers(1, 2**63 - 1), recorded_at=times, prev_hash=hashes)
+def test_sealed_events_hash_the_canonical_json_of_their_body(
+    draft: EventDraft, seq: int, recorded_at: float, prev_hash: str
+) -> None:
+    event = seal(draft, seq, recorded_at, prev_hash)
+    body = event_body(event)
+    text = body_json(
+        event.seq,
+        event.kind,
+        event.run_id,
+        event.thread_id,
+        event.version,
+        event.event_type,
+        event.occurred_at,
+        event.observed_at,
+        event.recorded_at,
+        event.data_json,
+    )
+    assert text == canonical_json(body)
+    assert event.hash == chain_hash(prev_hash, body) == hash_text(prev_hash, text)
+    assert event.prev_hash == prev_hash
+    # data_json is the canonical text of the data; data is that text read back (integral floats as integers).
+    assert event.data_json == canonical_json(draft.data)
+    assert stored_json(event.data) == stored_json(json.loads(event.data_json))
+    normalised, data_text = canonical_data(draft.data)
+    assert data_text == event.data_json
+    assert stored_json(normalised) == stored_json(event.data)
+
+
+@PROPERTY
+@given(value=json_values)
+def test_canonical_data_is_what_its_text_reads_back_as(value: Any) -> None:
+    normalised, text = canonical_data({"value": value})
+    assert text == canonical_json({"value": value})
+    assert stored_json(normalised) == stored_json(json.loads(text))  # stored_json tells 1.0, 1 and true apart
+    assert canonical_json(normalised) == text

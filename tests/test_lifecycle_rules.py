@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import pytest
@@ -34,9 +35,12 @@ RECORDED_AT = 1_800_000_000.0
 
 
 def snap(status: str, observed_at: float, **fields: Any) -> Snapshot:
-    """A snapshot of run ``run_a`` created at ``C``; timestamp fields are absent unless given."""
+    """A snapshot of run ``run_a`` created at ``C``; timestamp fields are absent unless given.
+
+    ``observed_at`` is passed as a float, as the readers produce it (``parse_observed_at``).
+    """
     body = {"id": "run_a", "object": "thread.run", "thread_id": "thread_a", "created_at": C, "status": status}
-    return to_snapshot({**body, **fields}, observed_at)
+    return to_snapshot({**body, **fields}, float(observed_at))
 
 
 @dataclass
@@ -630,6 +634,81 @@ def test_refeeding_a_whole_run_appends_nothing() -> None:
     assert fed.events == []
 
 
+# JSON tells true from 1 (Python's == does not): a field going from one to the other is a change.
+NUMBER_TO_BOOLEAN = [
+    pytest.param(1, True, id="top-level-1-to-true"),
+    pytest.param(True, 1, id="top-level-true-to-1"),
+    pytest.param(0, False, id="top-level-0-to-false"),
+    pytest.param({"enabled": 1}, {"enabled": True}, id="nested-in-an-object"),
+    pytest.param([1, 0], [True, 0], id="nested-in-a-list"),
+    pytest.param({"steps": [{"done": 1}]}, {"steps": [{"done": True}]}, id="deeply-nested"),
+]
+
+
+@pytest.mark.parametrize(("before", "after"), NUMBER_TO_BOOLEAN)
+def test_a_number_becoming_a_boolean_is_a_field_change(before: Any, after: Any) -> None:
+    ledger = Ledger()
+    ledger.feed(snap("in_progress", C + 5, started_at=C + 3, x_flag=before))
+    fed = ledger.feed(snap("in_progress", C + 9, started_at=C + 3, x_flag=after))
+    assert fed.outcomes == ["applied"]
+    assert types(fed.events) == [FIELDS_CHANGED]
+    changed = fed.events[0]
+    assert changed.occurred_at == changed.observed_at == C + 9
+    # Compared as JSON text: == would take True for 1.
+    assert canonical_json(changed.data) == canonical_json({"changes": {"x_flag": {"old": before, "new": after}}})
+    assert canonical_json(state_of(fed).fields["x_flag"]) == canonical_json(after)
+
+    again = ledger.feed(snap("in_progress", C + 12, started_at=C + 3, x_flag=after))
+    assert again.outcomes == ["unchanged"]
+    assert again.events == []
+
+
+@pytest.mark.parametrize("value", [True, 1, {"enabled": True}, [True, 0]], ids=repr)
+def test_identical_snapshot_with_booleans_appends_nothing(value: Any) -> None:
+    ledger = Ledger()
+    ledger.feed(snap("in_progress", C + 5, started_at=C + 3, x_flag=value))
+    fed = ledger.feed(snap("in_progress", C + 9, started_at=C + 3, x_flag=value))
+    assert fed.outcomes == ["unchanged"]
+    assert fed.events == []
+
+
+def test_an_integral_float_is_the_same_value_as_the_integer() -> None:
+    # Canonical JSON writes 1.0 as 1: at the top level of a run the two are one value.
+    ledger = Ledger()
+    ledger.feed(snap("in_progress", C + 5, started_at=C + 3, temperature=1))
+    fed = ledger.feed(snap("in_progress", C + 9, started_at=C + 3, temperature=1.0))
+    assert fed.outcomes == ["unchanged"]
+    assert fed.events == []
+
+
+@pytest.mark.parametrize("value", [{"temperature": 1.0}, [2.0]], ids=repr)
+def test_identical_snapshot_with_a_nested_integral_float_appends_nothing(value: Any) -> None:
+    ledger = Ledger()
+    ledger.feed(snap("in_progress", C + 5, started_at=C + 3, x_config=value))
+    fed = ledger.feed(snap("in_progress", C + 9, started_at=C + 3, x_config=value))
+    assert fed.events == []
+    assert fed.outcomes == ["unchanged"]
+
+
+@pytest.mark.parametrize("other", ["field", "status"])
+def test_a_nested_boolean_change_next_to_another_change_is_recorded_with_it(other: str) -> None:
+    ledger = Ledger()
+    ledger.feed(snap("in_progress", C + 5, started_at=C + 3, x_flags=[1], x_note="a"))
+    status, note = ("in_progress", "b") if other == "field" else ("requires_action", "a")
+    fed = ledger.feed(snap(status, C + 9, started_at=C + 3, x_flags=[True], x_note=note))
+    changes = only(fed.events, FIELDS_CHANGED).data["changes"]
+    assert canonical_json(changes.get("x_flags")) == canonical_json({"old": [1], "new": [True]})
+    again = ledger.feed(snap(status, C + 12, started_at=C + 3, x_flags=[True], x_note=note))
+    assert again.events == []
+
+
+def test_times_given_as_integers_are_accepted() -> None:
+    body = {"id": "run_a", "object": "thread.run", "thread_id": "thread_a", "created_at": C, "status": "queued"}
+    fed = feed(to_snapshot(body, C + 1))
+    assert types(fed.events) == [FIRST_SEEN, STATUS_CHANGED]
+    assert fed.events[1].observed_at == C + 1
+
+
 # --- field changes, sensitive fields, unknown statuses -------------------------------------------------
 
 
@@ -769,8 +848,28 @@ def test_live_run_has_no_total_and_open_interval_is_not_counted() -> None:
     assert row["requires_action_count"] == 1
 
 
+def status_intervals(transitions: list[dict[str, Any]]) -> list[tuple[str, str, float, float | None, float | None]]:
+    """(run_id, status, entered_at, exited_at, duration_s) as the ``run_status_intervals`` view derives them.
+
+    A stay lasts from its transition to the run's next one in ``seq`` order (``LEAD(occurred_at)``),
+    its duration rounded to the millisecond; the latest stay has no exit and no duration yet.
+    """
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for row in sorted(transitions, key=lambda row: row["seq"]):
+        by_run.setdefault(row["run_id"], []).append(row)
+    intervals = []
+    for run_id, stays in by_run.items():
+        for stay, following in zip(stays, [*stays[1:], None], strict=True):
+            exited = None if following is None else following["occurred_at"]
+            duration = None if exited is None else round(exited - stay["occurred_at"], 3)
+            intervals.append((run_id, stay["to_status"], stay["occurred_at"], exited, duration))
+    return intervals
+
+
 def test_projection_rows_close_each_interval_at_the_next_transition() -> None:
     fed = _resumed_run()
+    # The fold only emits transition rows; the intervals are read from them (no interval rows to update).
+    assert [f.name for f in dataclass_fields(ProjectionDelta)] == ["transitions"]
     assert [row["to_status"] for row in fed.delta.transitions] == [
         "queued",
         "in_progress",
@@ -779,8 +878,7 @@ def test_projection_rows_close_each_interval_at_the_next_transition() -> None:
         "in_progress",
         "completed",
     ]
-    intervals = sorted(fed.delta.intervals.values(), key=lambda row: row["seq"])
-    assert [(row["status"], row["entered_at"], row["exited_at"], row["duration_s"]) for row in intervals] == [
+    assert [row[1:] for row in status_intervals(fed.delta.transitions)] == [
         ("queued", C, C + 4, 4),
         ("in_progress", C + 4, C + 10, 6),
         ("requires_action", C + 10, C + 14, 4),
@@ -788,7 +886,25 @@ def test_projection_rows_close_each_interval_at_the_next_transition() -> None:
         ("in_progress", C + 16, C + 30, 14),
         ("completed", C + 30, None, None),
     ]
-    assert fed.delta.closes == []
+
+
+def test_closed_intervals_add_up_to_the_folded_durations() -> None:
+    fed = _resumed_run()
+    totals: dict[str, float] = {}
+    for _, status, _, _, duration in status_intervals(fed.delta.transitions):
+        if duration is not None:
+            totals[status] = round(totals.get(status, 0) + duration, 3)
+    assert totals == state_of(fed).durations == {"queued": 6, "in_progress": 20, "requires_action": 4}
+
+
+def test_stored_state_leaves_out_the_remembered_fingerprint() -> None:
+    state = state_of(_resumed_run())
+    state.fields_fingerprint()
+    assert state.fields_key is not None
+    stored = state.to_json()
+    assert "fields_key" not in stored
+    assert "interval_seq" not in stored
+    assert RunState.from_json(json.loads(canonical_json(stored))) == state
 
 
 def test_state_stored_before_observations_were_kept_still_loads() -> None:

@@ -17,14 +17,8 @@ from tracker.events import PAYLOAD_REF, payload_digest
 from tracker.ingest import ingest_lines
 from tracker.store import open_database, projections
 from tracker.store.audit import verify_chain
-from tracker.store.schema import (
-    PROJECTION_TABLES,
-    proj_intervals,
-    proj_runs,
-    proj_transitions,
-    run_events,
-    run_payloads,
-)
+from tracker.store.projections import ProjectionTables
+from tracker.store.schema import PROJECTION_TABLES, proj_runs, proj_transitions, run_events, run_payloads
 from tracker.synthetic import snapshot_stream
 
 NOW = 1_800_000_000.0
@@ -120,24 +114,29 @@ def _where_key(table: Table, row: dict[str, Any]) -> list[Any]:
     return [column == row[column.name] for column in table.primary_key.columns]
 
 
-SUBTLE = {  # a column of each table nudged by a millisecond: drift is found row by row, not by counts
-    "proj_runs": ("queued_s", []),
-    "proj_transitions": ("occurred_at", []),
-    "proj_intervals": ("duration_s", [proj_intervals.c.duration_s.is_not(None)]),
-}
+SUBTLE = {"proj_runs": "queued_s", "proj_transitions": "occurred_at"}  # nudged by a millisecond: found row by row
 NEW_KEY = {
     "proj_runs": {"run_id": "run_phantom"},
     "proj_transitions": {"seq": 999_999},
-    "proj_intervals": {"seq": 999_999},
 }
 
 
-@pytest.mark.parametrize("table", [proj_runs, proj_transitions, proj_intervals], ids=lambda table: table.name)
+def test_the_projection_tables_are_the_runs_and_the_transitions() -> None:
+    # Status intervals are no table of their own: the run_status_intervals view derives them.
+    assert [table.name for table in PROJECTION_TABLES] == ["proj_runs", "proj_transitions"]
+    assert ProjectionTables.live().all() == (proj_runs, proj_transitions)
+    shadow = ProjectionTables.shadow().all()
+    assert [[column.name for column in table.columns] for table in shadow] == [
+        [column.name for column in table.columns] for table in PROJECTION_TABLES
+    ]
+
+
+@pytest.mark.parametrize("table", PROJECTION_TABLES, ids=lambda table: table.name)
 def test_drift_is_detected_and_repaired(engine: Engine, table: Table) -> None:
     ingest_lines(engine, _stream(12, seed=4), _now)
     good = _dump(engine)
-    column, conditions = SUBTLE[table.name]
-    row = _one(engine, table, *conditions)
+    column = SUBTLE[table.name]
+    row = _one(engine, table)
     tamperings = {
         "altered": (table.update().where(*_where_key(table, row)).values({column: row[column] + 0.001}), 1, 1),
         "deleted": (delete(table).where(*_where_key(table, row)), 0, 1),
@@ -378,6 +377,47 @@ def test_run_status_intervals_view(scenario: Engine) -> None:
         ("run_b", "failed", T1 + 8, None, None),
         ("run_c", "queued", MIDNIGHT, None, None),
     ]
+
+
+def test_status_intervals_are_derived_from_the_transitions_to_the_millisecond(engine: Engine) -> None:
+    run = {"id": "run_ms", "object": "thread.run", "thread_id": "thread_ms", "created_at": T0, "status": "queued"}
+    polls = [(0.1, "queued"), (0.3, "requires_action"), (0.7, "cancelling"), (1.123, "cancelled")]
+    lines = [json.dumps({"observed_at": T0 + at, "run": {**run, "status": status}}).encode() for at, status in polls]
+    ingest_lines(engine, lines, _now)
+    at = {offset: round(T0 + offset, 3) for offset, _ in polls}
+    assert at[0.3] - T0 != 0.3  # seconds since the epoch leave the difference a few ulps off
+    _, rows = _view(engine, "run_status_intervals", "entered_at")
+    assert [tuple(row.values()) for row in rows] == [
+        ("run_ms", "queued", T0, at[0.3], 0.3),
+        ("run_ms", "requires_action", at[0.3], at[0.7], 0.4),
+        ("run_ms", "cancelling", at[0.7], at[1.123], 0.423),
+        ("run_ms", "cancelled", at[1.123], None, None),
+    ]
+    _, durations = _view(engine, "run_durations", "run_id")
+    assert [tuple(row.values()) for row in durations] == [("run_ms", "cancelled", 0.3, 0, 0.4, 0.423, 1.123, 1)]
+
+
+def test_status_intervals_add_up_to_the_run_durations(engine: Engine) -> None:
+    ingest_lines(engine, _stream(30, seed=12), _now)
+    with engine.connect() as connection:
+        sums = connection.execute(
+            text(
+                "SELECT run_id, status, SUM(duration_s) FROM run_status_intervals "
+                "WHERE duration_s IS NOT NULL GROUP BY run_id, status"
+            )
+        ).all()
+        _, durations = _view(engine, "run_durations", "run_id")
+        open_stays = connection.execute(
+            text("SELECT COUNT(*), COUNT(DISTINCT run_id) FROM run_status_intervals WHERE exited_at IS NULL")
+        ).one()
+    assert tuple(open_stays) == (30, 30)  # exactly one open stay per run: the latest
+    per_run = {(run_id, status): round(seconds, 3) for run_id, status, seconds in sums}
+    checked = 0
+    for row in durations:
+        for status in ("queued", "in_progress", "requires_action", "cancelling"):
+            assert row[f"{status}_s"] == per_run.get((row["run_id"], status), 0), (row["run_id"], status)
+            checked += row[f"{status}_s"] > 0
+    assert checked > 30
 
 
 def test_run_durations_view(scenario: Engine) -> None:

@@ -10,6 +10,7 @@ import pytest
 from tracker.snapshots import (
     Snapshot,
     SnapshotError,
+    decode_line,
     parse_observed_at,
     read_object,
     read_page_leniently,
@@ -182,6 +183,27 @@ def test_both_run_shapes_are_accepted_and_kept_whole(body: dict[str, Any]) -> No
     assert snapshot.body == body
 
 
+def test_integral_floats_of_a_run_are_kept_as_integers() -> None:
+    # As canonical JSON writes them: "temperature": 1.0 is stored, hashed and compared as 1.
+    [snapshot] = read(CURRENT)
+    for name in ("temperature", "top_p"):
+        assert snapshot.body[name] == 1
+        assert type(snapshot.body[name]) is int
+    [snapshot] = read(run(created_at=float(CREATED), x_ratio=0.5, x_count=3.0))
+    assert type(snapshot.body["created_at"]) is int
+    assert type(snapshot.body["x_count"]) is int
+    assert snapshot.body["x_ratio"] == 0.5
+    assert snapshot.created_at == CREATED
+    assert type(snapshot.created_at) is float
+
+
+def test_a_snapshot_is_a_named_tuple() -> None:
+    [snapshot] = read(run())
+    assert isinstance(snapshot, tuple)
+    assert snapshot._fields == ("kind", "object_id", "group_id", "status", "created_at", "observed_at", "body")
+    assert snapshot._replace(status="completed").status == "completed"
+
+
 def test_unknown_fields_are_kept_in_the_body() -> None:
     [snapshot] = read(run(reasoning_effort="high", x_future={"nested": [1, 2]}))
     assert snapshot.body["reasoning_effort"] == "high"
@@ -226,9 +248,32 @@ def test_wrong_type_is_named_with_the_reason(fields: dict[str, Any], message: st
     assert error_of(run(**fields)) == message
 
 
-def test_non_finite_timestamp_is_rejected() -> None:
-    with pytest.raises(SnapshotError, match="field 'created_at'"):
-        read_record('{"id": "run_1", "thread_id": "t", "status": "queued", "created_at": NaN}', NOW)
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("name", ["created_at", "x_score"])
+def test_non_finite_number_is_rejected_as_not_json(constant: str, name: str) -> None:
+    # Not JSON numbers: refused while reading the line, in any field (nothing could hash them).
+    text = json.dumps(run()).replace('"created_at": ', f'"{name}": {constant}, "created_at": ')
+    assert f'"{name}": {constant}' in text
+    with pytest.raises(SnapshotError) as raised:
+        read_record(text, NOW)
+    assert str(raised.value) == f"invalid JSON: {constant} is not a JSON number"
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1E400"])
+def test_number_beyond_a_double_is_rejected(number: str) -> None:
+    text = json.dumps(run()).replace('"created_at": ', f'"x_big": {number}, "created_at": ')
+    with pytest.raises(SnapshotError) as raised:
+        read_record(text, NOW)
+    assert str(raised.value) == f"number {number} is out of range"
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=repr)
+@pytest.mark.parametrize("name", ["created_at", "started_at"])
+def test_non_finite_timestamp_of_a_decoded_run_is_rejected(value: float, name: str) -> None:
+    body = run()
+    body[name] = value
+    with pytest.raises(SnapshotError, match=f"^field '{name}': expected epoch seconds"):
+        to_snapshot(body, NOW)
 
 
 @pytest.mark.parametrize("text", ["[1, 2]", '"run"', "42", "null"])
@@ -237,10 +282,62 @@ def test_non_object_json_is_rejected(text: str) -> None:
         read_record(text, NOW)
 
 
-@pytest.mark.parametrize("text", ['{"id": "run_1",', "{'id': 'run_1'}", ""])
+@pytest.mark.parametrize("text", ['{"id": "run_1",', "{'id': 'run_1'}", "", '{"id": "run_1"} x'])
 def test_invalid_json_is_rejected(text: str) -> None:
     with pytest.raises(SnapshotError, match=r"^invalid JSON: .* at column \d+$"):
         read_record(text, NOW)
+
+
+def test_invalid_json_names_the_column_of_the_error() -> None:
+    with pytest.raises(SnapshotError) as raised:
+        decode_line(b'{"id": "run_1",')
+    assert str(raised.value) == "invalid JSON: Expecting property name enclosed in double quotes at column 16"
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\ude00\\ud83d"])
+def test_lone_utf16_surrogate_escape_is_rejected(escape: str) -> None:
+    line = json.dumps(run()).replace('"run_1"', f'"run_1{escape}"').encode()
+    assert escape.encode() in line
+    with pytest.raises(SnapshotError) as raised:
+        decode_line(line)
+    assert str(raised.value) == "invalid JSON: a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)"
+    [batch] = list(read_batches([line + b"\n"], lambda: NOW))
+    assert batch.snapshots == []
+    assert [r.reason for r in batch.rejections] == [str(raised.value)]
+
+
+def test_surrogate_pair_escape_is_one_character() -> None:
+    [snapshot] = read_record(json.dumps(run(x_emoji="\U0001f600")), NOW)  # json.dumps writes \ud83d\ude00
+    assert snapshot.body["x_emoji"] == "\U0001f600"
+
+
+def test_not_utf8_names_the_byte() -> None:
+    with pytest.raises(SnapshotError) as raised:
+        decode_line(b'{"id": "r\xc3\x28"}')
+    assert str(raised.value) == "not UTF-8 (byte 10)"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1, "b": [true, false, null], "c": {"d": "\u00e9\\n", "e": -0.5}}',
+        '{"n": 9223372036854775807, "m": -9223372036854775808, "u": 18446744073709551615}',
+    ],
+)
+def test_decode_line_reads_what_the_json_module_reads(text: str) -> None:
+    assert decode_line(text.encode()) == json.loads(text)
+
+
+def test_integer_too_big_for_orjson_is_read_exactly() -> None:
+    big = 10**400
+    assert decode_line(json.dumps({"n": big, "m": -big}).encode()) == {"n": big, "m": -big}
+
+
+@pytest.mark.parametrize("number", [2**64, -(2**63) - 1, 10**30])
+def test_integer_beyond_64_bits_is_read_exactly(number: int) -> None:
+    record = decode_line(json.dumps({"n": number}).encode())
+    assert type(record["n"]) is int
+    assert record["n"] == number
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from tracker.events import (
     STATUS_ANOMALY,
     STATUS_CHANGED,
     EventDraft,
+    fingerprint,
     payload_digest,
     split_sensitive,
 )
@@ -60,7 +61,11 @@ def diff_snapshot(state: RunState | None, snapshot: Snapshot, watermark: float |
     if newest is not None and snapshot.observed_at < newest:
         return _late_observation(state, snapshot, fields)
     if snapshot.status == state.observed_status and fields == state.fields:
-        return Diff("unchanged")
+        # == takes True for 1; JSON does not, so equal-looking fields are confirmed on their text.
+        if fingerprint(fields) == state.fields_fingerprint():
+            return Diff("unchanged")
+        changes = _field_changes(state.fields, fields)
+        return Diff("applied", _Drafts(snapshot, state.version).only(FIELDS_CHANGED, {"changes": changes}), payloads)
 
     drafts = _Drafts(snapshot, state.version)
     if snapshot.status != state.observed_status:
@@ -91,6 +96,11 @@ class _Drafts:
         self.snapshot = snapshot
         self.version = version
         self.events: list[EventDraft] = []
+
+    def only(self, event_type: str, data: dict[str, Any]) -> list[EventDraft]:
+        """The one event of a snapshot that changes nothing else, observed when the snapshot was."""
+        self.add(event_type, self.snapshot.observed_at, data)
+        return self.events
 
     def add(self, event_type: str, occurred_at: float, data: dict[str, Any]) -> None:
         self.version += 1
@@ -197,13 +207,18 @@ def _transition(
             "to_status": status,
             "inferred": inferred,
             "dated_by": dated_by,
-            "not_before": not_before,
+            "not_before": _json_time(not_before),
             "clamped": clamped,
-            "reported_at": at if clamped else None,
+            "reported_at": _json_time(at) if clamped else None,
         },
     )
     cursor.status = status
     cursor.entered_at = occurred_at
+
+
+def _json_time(value: float | None) -> float | int | None:
+    """A time as canonical JSON stores it (integral seconds as an integer), so sealing stays on its fast path."""
+    return int(value) if type(value) is float and value.is_integer() else value
 
 
 def _latest_deadline(lifecycle: Lifecycle, snapshot: Snapshot, known: float | None) -> float | None:
@@ -216,17 +231,32 @@ def _latest_deadline(lifecycle: Lifecycle, snapshot: Snapshot, known: float | No
 
 
 def _field_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{field: {"old": ..., "new": ...}}; a side is absent when the field was absent."""
+    """{field: {"old": ..., "new": ...}}; a side is absent when the field was absent.
+
+    Values differ as JSON does: ``true`` is not ``1`` (Python's == says it is), so objects and lists
+    that == calls equal are also compared by fingerprint (a flag deep inside a list).
+    """
     changes: dict[str, dict[str, Any]] = {}
-    for name in sorted(old.keys() | new.keys()):
-        if name in old and name in new:
-            if old[name] != new[name]:
-                changes[name] = {"old": old[name], "new": new[name]}
-        elif name in old:
+    missing = _MISSING
+    added = 0
+    for name, value in new.items():
+        before = old.get(name, missing)
+        if before is missing:
+            changes[name] = {"new": value}
+            added += 1
+        elif (
+            before != value
+            or (type(before) is bool) is not (type(value) is bool)
+            or (type(value) in (dict, list) and fingerprint(before) != fingerprint(value))
+        ):
+            changes[name] = {"old": before, "new": value}
+    if len(old) > len(new) - added:  # some fields are gone
+        for name in old.keys() - new.keys():
             changes[name] = {"old": old[name]}
-        else:
-            changes[name] = {"new": new[name]}
     return changes
+
+
+_MISSING = object()
 
 
 def _late_observation(state: RunState, snapshot: Snapshot, fields: dict[str, Any]) -> Diff:

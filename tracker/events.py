@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final, NamedTuple
+
+import orjson
 
 GENESIS_HASH: Final = "0" * 64
 
@@ -36,8 +37,7 @@ EVENT_TYPES: Final = frozenset({FIRST_SEEN, STATUS_CHANGED, FIELDS_CHANGED, STAT
 PAYLOAD_REF: Final = "$payload"
 
 
-@dataclass(frozen=True, slots=True)
-class EventDraft:
+class EventDraft(NamedTuple):
     """An event decided by the diff engine, not yet placed in the log."""
 
     kind: str
@@ -50,9 +50,11 @@ class EventDraft:
     data: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """An event as stored: a draft with its global position and chain hashes."""
+class Event(NamedTuple):
+    """An event as stored: a draft with its global position and chain hashes.
+
+    ``data_json`` is ``canonical_json(data)``, exactly the text of the ``data`` column.
+    """
 
     seq: int
     kind: str
@@ -66,6 +68,7 @@ class Event:
     data: dict[str, Any]
     prev_hash: str
     hash: str
+    data_json: str
 
 
 def _plain(value: Any) -> Any:
@@ -81,16 +84,78 @@ def _plain(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return _plain(float(value))
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return _plain(dict(value))
     if isinstance(value, list | tuple):
         return _plain(list(value))
     return value
 
 
+# One encoder, built once: json.dumps with non-default options builds a new encoder on every call.
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _has_integral_float(text: str) -> bool:
+    # How the encoder writes a float with an integral value: "3.0", "-0.0", "1e+16". Text inside strings
+    # can look the same, which only costs the exact (slower) path, never a wrong result.
+    return ".0," in text or ".0}" in text or ".0]" in text or "e+" in text or text.endswith(".0")
+
+
+def _canonical(value: Any) -> tuple[str, Any]:
+    """(canonical JSON of ``value``, ``value`` with integral floats as integers: what the text reads back as)."""
+    if type(value) is not float:
+        try:
+            text = _encode(value)
+        except TypeError:  # a mapping or sequence type the encoder does not take: normalise it first
+            pass
+        else:
+            if not _has_integral_float(text):
+                return text, value
+    plain = _plain(value)
+    return _encode(plain), plain
+
+
 def canonical_json(value: Any) -> str:
     """The one serialisation that hashes are computed over (see the module docstring)."""
-    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _canonical(value)[0]
+
+
+def canonical_data(value: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """(``value`` with integral floats as integers, its canonical JSON): what reading the text back gives."""
+    text, plain = _canonical(value)
+    return plain, text
+
+
+def _json_time(value: float) -> float | int:
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+# The encoder's own string writer (ensure_ascii=False): quotes, escapes quote, backslash and controls.
+_json_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def body_json(
+    seq: int,
+    kind: str,
+    run_id: str,
+    thread_id: str,
+    version: int,
+    event_type: str,
+    occurred_at: float,
+    observed_at: float,
+    recorded_at: float,
+    data_json: str,
+) -> str:
+    """``canonical_json`` of an event's body, from its columns and the canonical text of its data.
+
+    Keys in sorted order; numbers as the encoder writes them (``str`` of an int, ``repr`` of a float).
+    """
+    return (
+        f'{{"data":{data_json},"event_type":{_json_string(event_type)},"kind":{_json_string(kind)},'
+        f'"observed_at":{_json_time(observed_at)},"occurred_at":{_json_time(occurred_at)},'
+        f'"recorded_at":{_json_time(recorded_at)},"run_id":{_json_string(run_id)},"seq":{int(seq)},'
+        f'"thread_id":{_json_string(thread_id)},"version":{int(version)}}}'
+    )
 
 
 def event_body(event: Event) -> dict[str, Any]:
@@ -111,37 +176,21 @@ def event_body(event: Event) -> dict[str, Any]:
 
 def chain_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
     """SHA-256 over the previous hash and the canonical body."""
-    return hashlib.sha256((prev_hash + "\n" + canonical_json(body)).encode("utf-8")).hexdigest()
+    return hash_text(prev_hash, canonical_json(body))
+
+
+def hash_text(prev_hash: str, body_text: str) -> str:
+    """SHA-256 over the previous hash and an already canonical body text."""
+    return hashlib.sha256(f"{prev_hash}\n{body_text}".encode()).hexdigest()
 
 
 def seal(draft: EventDraft, seq: int, recorded_at: float, prev_hash: str) -> Event:
     """Place a draft in the chain after ``prev_hash`` at position ``seq``."""
-    body = {
-        "seq": seq,
-        "kind": draft.kind,
-        "run_id": draft.run_id,
-        "thread_id": draft.thread_id,
-        "version": draft.version,
-        "event_type": draft.event_type,
-        "occurred_at": draft.occurred_at,
-        "observed_at": draft.observed_at,
-        "recorded_at": recorded_at,
-        "data": draft.data,
-    }
-    return Event(
-        seq=seq,
-        kind=draft.kind,
-        run_id=draft.run_id,
-        thread_id=draft.thread_id,
-        version=draft.version,
-        event_type=draft.event_type,
-        occurred_at=draft.occurred_at,
-        observed_at=draft.observed_at,
-        recorded_at=recorded_at,
-        data=draft.data,
-        prev_hash=prev_hash,
-        hash=chain_hash(prev_hash, body),
-    )
+    data, data_json = canonical_data(draft.data)
+    # A draft's fields from kind to observed_at are the event's columns in the same order.
+    columns = draft[:7]
+    text = body_json(seq, *columns, recorded_at, data_json)
+    return Event(seq, *columns, recorded_at, data, prev_hash, hash_text(prev_hash, text), data_json)
 
 
 def stored_json(value: Any) -> str:
@@ -149,24 +198,57 @@ def stored_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def fingerprint(value: Any) -> bytes:
+    """Bytes that are equal for two values exactly when they are the same JSON (``true`` is not ``1``).
+
+    Integral floats count as integers, as in canonical JSON. Not the canonical text itself, only a
+    fast way to compare values: orjson writes it faster than the json module writes canonical JSON.
+    """
+    try:
+        key = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # keys that are not strings, integers beyond 64 bits
+        return canonical_json(value).encode()
+    if b".0," in key or b".0}" in key or b".0]" in key or b"e+" in key or key.endswith(b".0"):
+        # An integral float, written "1.0" (or text that looks like one): compare it as canonical JSON
+        # does, equal to the integer, so that 1.0 in one snapshot and 1 in the stored history agree.
+        return orjson.dumps(_plain(value), option=orjson.OPT_SORT_KEYS)
+    return key
+
+
 def payload_digest(value: Any) -> str:
     """Content address of a sensitive value: SHA-256 of its canonical JSON."""
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+    if type(value) is str:
+        return _string_digests.get(value) or _remember(_string_digests, value, value)
+    key = fingerprint(value)
+    return _value_digests.get(key) or _remember(_value_digests, key, value)
+
+
+# Sensitive values repeat (the same instructions on every poll of every run of an assistant), so their
+# digests are remembered: strings by themselves, other values by their fingerprint.
+_DIGEST_MEMO = 4096
+_string_digests: dict[str, str] = {}
+_value_digests: dict[bytes, str] = {}
+
+
+def _remember(memo: dict[Any, str], key: Any, value: Any) -> str:
+    digest = hashlib.sha256(canonical_json(value).encode()).hexdigest()
+    if len(memo) >= _DIGEST_MEMO:
+        memo.clear()
+    memo[key] = digest
+    return digest
 
 
 def split_sensitive(
     body: Mapping[str, Any], sensitive: frozenset[str]
 ) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
     """(fields with sensitive values replaced by refs, {digest: (field, value)}); ``status`` dropped."""
-    fields: dict[str, Any] = {}
+    fields = dict(body)
+    del fields["status"]
     payloads: dict[str, tuple[str, Any]] = {}
-    for key, value in body.items():
-        if key == "status":
-            continue
-        if key in sensitive and value is not None and value != {} and value != "":
+    for key in sensitive.intersection(fields):
+        value = fields[key]
+        if value is not None and value != {} and value != "":
             digest = payload_digest(value)
             payloads[digest] = (key, value)
             fields[key] = {PAYLOAD_REF: digest}
-        else:
-            fields[key] = value
     return fields, payloads

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,14 @@ class Lifecycle:
     sensitive_fields: frozenset[str] = frozenset()
     duration_statuses: tuple[str, ...] = ()
     required_fields: tuple[str, ...] = field(default=())
+
+    @cached_property
+    def time_fields(self) -> tuple[str, ...]:
+        """Every field read as a time: the created field, the dating fields and the deadline field."""
+        names = [self.created_field, *self.dated_by.values()]
+        if self.deadline is not None:
+            names.append(self.deadline.field)
+        return tuple(dict.fromkeys(names))
 
     def is_known(self, status: str) -> bool:
         return status in self.statuses

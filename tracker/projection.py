@@ -13,7 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracker.events import FIELDS_CHANGED, FIRST_SEEN, LATE_OBSERVATION, STATUS_ANOMALY, STATUS_CHANGED, Event
+from tracker.events import (
+    FIELDS_CHANGED,
+    FIRST_SEEN,
+    LATE_OBSERVATION,
+    STATUS_ANOMALY,
+    STATUS_CHANGED,
+    Event,
+    fingerprint,
+)
 from tracker.lifecycle import Lifecycle, lifecycle_for
 
 
@@ -33,7 +41,6 @@ class RunState:
     status: str | None = None
     observed_status: str | None = None
     status_entered_at: float | None = None
-    interval_seq: int | None = None
     last_observed_at: float | None = None
     latest_deadline: float | None = None
     first_started_at: float | None = None
@@ -47,9 +54,17 @@ class RunState:
     late_keys: list[str] = field(default_factory=list)
     # (observed_at, status) each time a snapshot showed the run in a new status (the observed history).
     observations: list[tuple[float, str]] = field(default_factory=list)
+    # Not state: the fingerprint of ``fields``, computed when first asked for (see fields_fingerprint).
+    fields_key: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in RunState.__slots__}
+        return {name: getattr(self, name) for name in _PERSISTED}
+
+    def fields_fingerprint(self) -> bytes:
+        """``fingerprint(fields)``, remembered until the fields change."""
+        if self.fields_key is None:
+            self.fields_key = fingerprint(self.fields)
+        return self.fields_key
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunState:
@@ -67,6 +82,9 @@ class RunState:
         return _latest_at(self.observations, moment)
 
 
+_PERSISTED = tuple(name for name in RunState.__slots__ if name != "fields_key")
+
+
 def _latest_at(timeline: list[tuple[float, str]], moment: float) -> str | None:
     """The status of the last (time, status) entry at or before ``moment`` in a time-ordered list."""
     current: str | None = None
@@ -79,11 +97,14 @@ def _latest_at(timeline: list[tuple[float, str]], moment: float) -> str | None:
 
 @dataclass(slots=True)
 class ProjectionDelta:
-    """Rows to write for a batch of events: new transitions and intervals, closes of older intervals."""
+    """Rows to write for a batch of events: the new transitions (each one opens a status interval).
+
+    Status intervals are not stored separately: an interval is a transition up to the run's next one,
+    which the ``run_status_intervals`` view reads from the transitions, so appending never rewrites an
+    earlier row.
+    """
 
     transitions: list[dict[str, Any]] = field(default_factory=list)
-    intervals: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
-    closes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def new_state(event: Event) -> RunState:
@@ -110,8 +131,10 @@ def apply_event(state: RunState | None, event: Event, delta: ProjectionDelta | N
         state.last_observed_at = event.observed_at
     if event.event_type == FIRST_SEEN:
         state.fields = dict(data["fields"])
+        state.fields_key = None
         _note_deadline(state, lifecycle)
     elif event.event_type == FIELDS_CHANGED:
+        state.fields_key = None
         for name, change in data["changes"].items():
             if "new" in change:
                 state.fields[name] = change["new"]
@@ -141,14 +164,11 @@ def _apply_transition(state: RunState, event: Event, lifecycle: Lifecycle, delta
     if state.status is not None and state.status_entered_at is not None:
         spent = _ms(at - state.status_entered_at)
         state.durations[state.status] = _ms(state.durations.get(state.status, 0.0) + spent)
-        if delta is not None and state.interval_seq is not None:
-            _close_interval(delta, state.run_id, state.interval_seq, at, spent)
     state.status = status
     if not data["inferred"]:
         state.observed_status = status
         state.observations.append((event.observed_at, status))
     state.status_entered_at = at
-    state.interval_seq = event.seq
     state.entries[status] = state.entries.get(status, 0) + 1
     state.transitions.append((at, status))
     if status == lifecycle.started_status and state.first_started_at is None:
@@ -157,24 +177,6 @@ def _apply_transition(state: RunState, event: Event, lifecycle: Lifecycle, delta
         state.ended_at = at
     if delta is not None:
         delta.transitions.append(transition_row(event))
-        delta.intervals[(state.run_id, event.seq)] = {
-            "run_id": state.run_id,
-            "seq": event.seq,
-            "kind": event.kind,
-            "status": status,
-            "entered_at": at,
-            "exited_at": None,
-            "duration_s": None,
-        }
-
-
-def _close_interval(delta: ProjectionDelta, run_id: str, seq: int, exited_at: float, spent: float) -> None:
-    pending = delta.intervals.get((run_id, seq))
-    if pending is not None:
-        pending["exited_at"] = exited_at
-        pending["duration_s"] = spent
-    else:
-        delta.closes.append({"run_id": run_id, "seq": seq, "exited_at": exited_at, "duration_s": spent})
 
 
 def transition_row(event: Event) -> dict[str, Any]:

@@ -19,9 +19,11 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+EXACT_JSON = sa.JSON()
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 ID = sa.String(255)
 TIME = sa.Double()
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 VIEWS = {
     "run_current": """
@@ -32,13 +34,24 @@ VIEWS = {
     "run_transitions": """
         SELECT seq, run_id, thread_id, from_status, to_status, occurred_at, observed_at, inferred
         FROM proj_transitions WHERE kind = 'thread.run'""",
-    "run_status_intervals": """
-        SELECT run_id, status, entered_at, exited_at, duration_s
-        FROM proj_intervals WHERE kind = 'thread.run'""",
     "run_durations": """
         SELECT run_id, status, queued_s, in_progress_s, requires_action_s, cancelling_s, total_s,
                requires_action_count
         FROM proj_runs WHERE kind = 'thread.run'""",
+}
+
+# A stay in a status lasts from its transition to the run's next one (none yet: still there).
+STATUS_INTERVALS = """
+    SELECT run_id, to_status AS status, occurred_at AS entered_at,
+           LEAD(occurred_at) OVER stay AS exited_at,
+           {duration} AS duration_s
+    FROM proj_transitions WHERE kind = 'thread.run'
+    WINDOW stay AS (PARTITION BY run_id ORDER BY seq)"""
+
+# Seconds to the millisecond, as the fold rounds them (tracker.projection).
+DURATION = {
+    "sqlite": "ROUND(LEAD(occurred_at) OVER stay - occurred_at, 3)",
+    "postgresql": "ROUND(CAST(LEAD(occurred_at) OVER stay - occurred_at AS NUMERIC), 3)::DOUBLE PRECISION",
 }
 
 UTC_DAY = {
@@ -83,7 +96,7 @@ POSTGRES_GUARDS = [
 def upgrade() -> None:
     op.create_table(
         "run_events",
-        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("seq", SEQ, autoincrement=False, nullable=False),
         sa.Column("kind", sa.String(64), nullable=False),
         sa.Column("run_id", ID, nullable=False),
         sa.Column("thread_id", ID, nullable=False),
@@ -92,7 +105,7 @@ def upgrade() -> None:
         sa.Column("occurred_at", TIME, nullable=False),
         sa.Column("observed_at", TIME, nullable=False),
         sa.Column("recorded_at", TIME, nullable=False),
-        sa.Column("data", JSON, nullable=False),
+        sa.Column("data", EXACT_JSON, nullable=False),
         sa.Column("prev_hash", sa.String(64), nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_run_events")),
@@ -106,7 +119,7 @@ def upgrade() -> None:
         sa.Column("run_id", ID, nullable=False),
         sa.Column("digest", sa.String(64), nullable=False),
         sa.Column("field", sa.String(255), nullable=False),
-        sa.Column("body", JSON, nullable=False),
+        sa.Column("body", EXACT_JSON, nullable=False),
         sa.PrimaryKeyConstraint("run_id", "digest", name=op.f("pk_run_payloads")),
     )
     op.create_table(
@@ -151,7 +164,7 @@ def upgrade() -> None:
     op.create_index(op.f("ix_proj_runs_ended_at"), "proj_runs", ["ended_at"])
     op.create_table(
         "proj_transitions",
-        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("seq", SEQ, autoincrement=False, nullable=False),
         sa.Column("kind", sa.String(64), nullable=False),
         sa.Column("run_id", ID, nullable=False),
         sa.Column("thread_id", ID, nullable=False),
@@ -167,22 +180,10 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_proj_transitions_run_id_seq"), "proj_transitions", ["run_id", "seq"])
     op.create_index(op.f("ix_proj_transitions_to_status_occurred_at"), "proj_transitions", ["to_status", "occurred_at"])
-    op.create_table(
-        "proj_intervals",
-        sa.Column("run_id", ID, nullable=False),
-        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
-        sa.Column("kind", sa.String(64), nullable=False),
-        sa.Column("status", sa.String(64), nullable=False),
-        sa.Column("entered_at", TIME, nullable=False),
-        sa.Column("exited_at", TIME),
-        sa.Column("duration_s", TIME),
-        sa.PrimaryKeyConstraint("run_id", "seq", name=op.f("pk_proj_intervals")),
-    )
-    op.create_index(op.f("ix_proj_intervals_status_entered_at"), "proj_intervals", ["status", "entered_at"])
-
     dialect = op.get_bind().dialect.name
     for name, select in VIEWS.items():
         op.execute(f"CREATE VIEW {name} AS {select}")
+    op.execute(f"CREATE VIEW run_status_intervals AS {STATUS_INTERVALS.format(duration=DURATION[dialect])}")
     op.execute(f"CREATE VIEW error_stats AS {ERROR_STATS.format(day=UTC_DAY[dialect])}")
     for statement in SQLITE_GUARDS if dialect == "sqlite" else POSTGRES_GUARDS:
         op.execute(statement)
@@ -190,7 +191,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     dialect = op.get_bind().dialect.name
-    for name in ["error_stats", *reversed(VIEWS)]:
+    for name in ["error_stats", "run_status_intervals", *reversed(VIEWS)]:
         op.execute(f"DROP VIEW {name}")
     if dialect == "postgresql":
         op.execute("DROP TRIGGER trg_run_events_no_truncate ON run_events")
@@ -199,6 +200,6 @@ def downgrade() -> None:
     else:
         for trigger in ("trg_run_events_no_replace", "trg_run_events_no_delete", "trg_run_events_no_update"):
             op.execute(f"DROP TRIGGER {trigger}")
-    for table in ("proj_intervals", "proj_transitions", "proj_runs", "run_watermarks", "run_payloads"):
+    for table in ("proj_transitions", "proj_runs", "run_watermarks", "run_payloads"):
         op.drop_table(table)
     op.drop_table("run_events")

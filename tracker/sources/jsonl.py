@@ -6,11 +6,10 @@ so ``--rejects`` can save it verbatim) and never stops the good lines around it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from tracker.snapshots import Snapshot, SnapshotError, read_page_leniently
+from tracker.snapshots import Snapshot, SnapshotError, decode_line, read_page_leniently
 
 
 @dataclass(frozen=True)
@@ -40,18 +39,10 @@ def read_batches(lines: Iterable[bytes], now: Callable[[], float], size: int = 2
         if not line.strip():
             continue
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            batch.rejections.append(Rejection(line_no, f"not UTF-8 (byte {exc.start + 1})", raw))
-            continue
-        try:
-            record = json.loads(text)
+            record = decode_line(line)
             if not isinstance(record, dict):
                 raise SnapshotError(f"expected a JSON object, got {type(record).__name__}")
             good, bad = read_page_leniently(record, now())
-        except json.JSONDecodeError as exc:
-            batch.rejections.append(Rejection(line_no, f"invalid JSON: {exc.msg} at column {exc.colno}", raw))
-            continue
         except SnapshotError as exc:
             batch.rejections.append(Rejection(line_no, str(exc), raw))
             continue

@@ -8,16 +8,22 @@ the same shape and compares them with the live ones row by row, without touching
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Engine, MetaData, Table, bindparam, delete, func, select, tuple_
+import orjson
+from sqlalchemy import Connection, Engine, MetaData, Table, delete, func, select
 
-from tracker.events import Event
+from tracker.events import Event, canonical_json
+from tracker.gc_tuning import fewer_gc_passes
 from tracker.projection import ProjectionDelta, RunState, apply_event, current_row
+from tracker.store.background import ConnectionWorker
+from tracker.store.bulk import driver, insert_rows, replace_rows
 from tracker.store.engine import begin_write
-from tracker.store.schema import proj_intervals, proj_runs, proj_transitions, run_events
+from tracker.store.schema import proj_runs, proj_transitions
 
 _CHUNK = 500
 _PAGE = 20_000
@@ -30,11 +36,10 @@ class ProjectionTables:
 
     runs: Table
     transitions: Table
-    intervals: Table
 
     @classmethod
     def live(cls) -> ProjectionTables:
-        return cls(proj_runs, proj_transitions, proj_intervals)
+        return cls(proj_runs, proj_transitions)
 
     @classmethod
     def shadow(cls) -> ProjectionTables:
@@ -46,12 +51,12 @@ class ProjectionTables:
                 *[column._copy() for column in table.columns],
                 prefixes=["TEMPORARY"],
             )
-            for table in (proj_runs, proj_transitions, proj_intervals)
+            for table in (proj_runs, proj_transitions)
         ]
         return cls(*tables)
 
-    def all(self) -> tuple[Table, Table, Table]:
-        return (self.runs, self.transitions, self.intervals)
+    def all(self) -> tuple[Table, Table]:
+        return (self.runs, self.transitions)
 
 
 def in_chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -62,12 +67,40 @@ def in_chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
 
 def load_states(connection: Connection, run_ids: Sequence[str]) -> dict[str, RunState]:
     """The folded state of each known run among ``run_ids``."""
+    postgres = connection.dialect.name == "postgresql"
+    column = "state::text" if postgres else "state"
     states: dict[str, RunState] = {}
-    for chunk in in_chunks(run_ids):
-        query = select(proj_runs.c.run_id, proj_runs.c.state).where(proj_runs.c.run_id.in_(chunk))
-        for row in connection.execute(query):
-            states[row.run_id] = RunState.from_json(row.state)
+    cursor = driver(connection).cursor()
+    try:
+        for chunk in in_chunks(run_ids):
+            marks = ", ".join(["%s" if postgres else "?"] * len(chunk))
+            cursor.execute(f"SELECT run_id, {column} FROM proj_runs WHERE run_id IN ({marks})", tuple(chunk))
+            for run_id, text in cursor.fetchall():
+                states[run_id] = RunState.from_json(_decode(text))
+    finally:
+        cursor.close()
     return states
+
+
+TRANSITION_COLUMNS = tuple(column.name for column in proj_transitions.columns)
+RUN_COLUMNS = tuple(column.name for column in proj_runs.columns)
+_transition_values = itemgetter(*TRANSITION_COLUMNS)
+_run_values = itemgetter(*RUN_COLUMNS)
+
+
+def _encode_state(state: dict[str, Any]) -> str:
+    # Sorted, so equal states are equal text on SQLite. Internal, so orjson's own number format is fine.
+    try:
+        return orjson.dumps(state, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # integers beyond 64 bits, which orjson does not write (json does)
+        return json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _decode(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # integers beyond 64 bits, which orjson does not read (json does)
+        return json.loads(text)
 
 
 def write_projections(
@@ -75,48 +108,33 @@ def write_projections(
     tables: ProjectionTables,
     delta: ProjectionDelta,
     states: Iterable[RunState],
-    existing_runs: set[str],
+    existing_runs: Sequence[str],
 ) -> None:
-    """Write the rows of ``delta`` and the current rows of ``states`` (update if in ``existing_runs``)."""
-    if delta.transitions:
-        connection.execute(tables.transitions.insert(), delta.transitions)
-    if delta.intervals:
-        connection.execute(tables.intervals.insert(), list(delta.intervals.values()))
-    if delta.closes:
-        intervals = tables.intervals
-        connection.execute(
-            intervals.update()
-            .where(intervals.c.run_id == bindparam("key_run_id"), intervals.c.seq == bindparam("key_seq"))
-            .values(exited_at=bindparam("exited_at"), duration_s=bindparam("duration_s")),
-            [
-                {
-                    "key_run_id": c["run_id"],
-                    "key_seq": c["seq"],
-                    "exited_at": c["exited_at"],
-                    "duration_s": c["duration_s"],
-                }
-                for c in delta.closes
-            ],
-        )
-    rows = [current_row(state) for state in states]
-    new_rows = [row for row in rows if row["run_id"] not in existing_runs]
-    old_rows = [row for row in rows if row["run_id"] in existing_runs]
-    if new_rows:
-        connection.execute(tables.runs.insert(), new_rows)
-    if old_rows:
-        runs = tables.runs
-        columns = [name for name in old_rows[0] if name != "run_id"]
-        connection.execute(
-            runs.update()
-            .where(runs.c.run_id == bindparam("key_run_id"))
-            .values({name: bindparam(name) for name in columns}),
-            [{**row, "key_run_id": row["run_id"]} for row in old_rows],
-        )
+    """Write the transitions of ``delta`` and the current rows of ``states`` (replacing ``existing_runs``)."""
+    write_transitions(connection, tables, delta.transitions)
+    write_runs(connection, tables, states, existing_runs)
+
+
+def write_transitions(connection: Connection, tables: ProjectionTables, transitions: list[dict[str, Any]]) -> None:
+    """Insert transition rows (as the fold produced them)."""
+    insert_rows(connection, tables.transitions, TRANSITION_COLUMNS, [_transition_values(row) for row in transitions])
+
+
+def write_runs(
+    connection: Connection, tables: ProjectionTables, states: Iterable[RunState], existing_runs: Sequence[str]
+) -> None:
+    """Write the current rows of ``states``; those of ``existing_runs`` replace the rows already there."""
+    rows = []
+    for state in states:
+        row = current_row(state)
+        row["state"] = _encode_state(row["state"])
+        rows.append(_run_values(row))
+    replace_rows(connection, tables.runs, RUN_COLUMNS, rows, existing_runs)
 
 
 def rebuild(engine: Engine) -> int:
     """Replace the live projections by a fold of the events; returns the number of events folded."""
-    with begin_write(engine) as connection:
+    with fewer_gc_passes(), begin_write(engine) as connection:
         tables = ProjectionTables.live()
         for table in tables.all():
             connection.execute(delete(table))
@@ -138,7 +156,7 @@ class Drift:
 
 def verify_rebuild(engine: Engine) -> Drift:
     """Rebuild into temporary shadow tables and count rows that differ from the live projections."""
-    with begin_write(engine) as connection:
+    with fewer_gc_passes(), begin_write(engine) as connection:
         shadow = ProjectionTables.shadow()
         for table in shadow.all():
             table.create(connection)
@@ -160,45 +178,62 @@ def _count_except(connection: Connection, left: Table, right: Table) -> int:
 
 
 def _fold_all(connection: Connection, tables: ProjectionTables) -> int:
-    """Fold every event, run by run, writing rows in batches; memory stays bounded."""
+    """Fold every event, run by run, writing rows in batches; memory stays bounded.
+
+    A worker thread reads the next page and writes the finished rows while this one folds.
+    """
     delta = ProjectionDelta()
     done: list[RunState] = []
     state: RunState | None = None
     pending = 0
     total = 0
-    for event in _events_by_run(connection):
-        if state is not None and state.run_id != event.run_id:
+    with ConnectionWorker(connection) as worker:
+        page = worker.call(_event_page, None)
+        while rows := page.result():
+            page = worker.call(_event_page, (rows[-1][2], rows[-1][0]))
+            for event in _events(rows):
+                if state is not None and state.run_id != event.run_id:
+                    done.append(state)
+                    state = None
+                state = apply_event(state, event, delta)
+                pending += 1
+                total += 1
+                if pending >= _FLUSH_EVENTS:
+                    worker.submit(write_projections, tables, delta, done, ())
+                    delta, done, pending = ProjectionDelta(), [], 0
+        if state is not None:
             done.append(state)
-            state = None
-        state = apply_event(state, event, delta)
-        pending += 1
-        total += 1
-        if pending >= _FLUSH_EVENTS:
-            write_projections(connection, tables, delta, done, set())
-            delta, done, pending = ProjectionDelta(), [], 0
-    if state is not None:
-        done.append(state)
-    write_projections(connection, tables, delta, done, set())
+        worker.submit(write_projections, tables, delta, done, ())
     return total
 
 
-def _events_by_run(connection: Connection) -> Iterator[Event]:
-    """Every event in (run_id, seq) order, read in keyset pages over the (run_id, seq) index."""
-    columns = run_events.c
-    last: tuple[str, int] | None = None
-    while True:
-        query = select(run_events).order_by(columns.run_id, columns.seq).limit(_PAGE)
-        if last is not None:
-            query = query.where(tuple_(columns.run_id, columns.seq) > tuple_(*last))
-        rows = connection.execute(query).all()
-        if not rows:
-            return
-        for row in rows:
-            yield event_from_row(row._mapping)
-        last = (rows[-1].run_id, rows[-1].seq)
+_EVENT_COLUMNS = (
+    "seq, kind, run_id, thread_id, version, event_type, occurred_at, observed_at, recorded_at, data, prev_hash, hash"
+)
+
+
+def _event_page(connection: Connection, after: tuple[str, int] | None) -> list[tuple[Any, ...]]:
+    """Up to a page of ``run_events`` rows in (run_id, seq) order after the key ``after`` (keyset paging)."""
+    postgres = connection.dialect.name == "postgresql"
+    columns = _EVENT_COLUMNS.replace("data,", "data::text,") if postgres else _EVENT_COLUMNS
+    mark = "%s" if postgres else "?"
+    where = "" if after is None else f"WHERE (run_id, seq) > ({mark}, {mark}) "
+    cursor = driver(connection).cursor()
+    try:
+        cursor.execute(f"SELECT {columns} FROM run_events {where}ORDER BY run_id, seq LIMIT {_PAGE}", after or ())
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _events(rows: list[tuple[Any, ...]]) -> Iterator[Event]:
+    for seq, kind, run, thread, version, type_, occurred, observed, recorded, text, prev, digest in rows:
+        data = _decode(text)
+        yield Event(seq, kind, run, thread, version, type_, occurred, observed, recorded, data, prev, digest, text)
 
 
 def event_from_row(row: Any) -> Event:
+    """An event from a ``run_events`` row read through SQLAlchemy (``data`` already decoded)."""
     return Event(
         seq=int(row["seq"]),
         kind=row["kind"],
@@ -212,4 +247,5 @@ def event_from_row(row: Any) -> Event:
         data=row["data"],
         prev_hash=row["prev_hash"],
         hash=row["hash"],
+        data_json=canonical_json(row["data"]),
     )

@@ -11,10 +11,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Engine, func, literal, select, text
+from sqlalchemy import Engine, column, func, literal, select, table, text
 
 from tracker.errors import RunNotFound
-from tracker.store.schema import proj_intervals, proj_runs, proj_transitions, run_events
+from tracker.store.schema import proj_runs, proj_transitions, run_events
+
+# The public view of status stays (docs/sql.md), derived from the transitions by the database.
+status_intervals = table("run_status_intervals", column("run_id"), column("status"), column("duration_s"))
 
 RUN_COLUMNS = (
     "run_id", "thread_id", "assistant_id", "model", "status", "is_terminal", "created_at", "started_at",
@@ -81,13 +84,13 @@ def duration_stats(engine: Engine, group_by: GroupBy | None = None) -> list[dict
     group_column = _group_column(group_by)
     per_run = (
         select(
-            proj_intervals.c.status,
+            status_intervals.c.status,
             group_column.label("grp"),
-            func.sum(proj_intervals.c.duration_s).label("seconds"),
+            func.sum(status_intervals.c.duration_s).label("seconds"),
         )
-        .join(proj_runs, proj_runs.c.run_id == proj_intervals.c.run_id)
-        .where(proj_runs.c.kind == "thread.run", proj_intervals.c.duration_s.is_not(None))
-        .group_by(proj_intervals.c.run_id, proj_intervals.c.status, group_column)
+        .join(proj_runs, proj_runs.c.run_id == status_intervals.c.run_id)
+        .where(proj_runs.c.kind == "thread.run", status_intervals.c.duration_s.is_not(None))
+        .group_by(status_intervals.c.run_id, status_intervals.c.status, group_column)
     )
     totals = select(group_column.label("grp"), proj_runs.c.total_s.label("seconds")).where(
         proj_runs.c.kind == "thread.run", proj_runs.c.total_s.is_not(None)

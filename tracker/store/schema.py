@@ -39,14 +39,20 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+# Event data and payloads keep their exact text (PostgreSQL ``json``, SQLite text): it is the canonical
+# JSON the hash chain covers, so ``audit verify`` and an auditor hash the stored text as it is.
+ExactJson = JSON()
+# Folded state is internal and compared by value (``rebuild --verify``): ``jsonb`` on PostgreSQL.
 Json = JSON().with_variant(JSONB(), "postgresql")
 Id = String(255)
 Time: Double[float] = Double()
+# A global position: INTEGER on SQLite so that the primary key is the rowid (no second index).
+Seq = BigInteger().with_variant(Integer(), "sqlite")
 
 run_events = Table(
     "run_events",
     metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", Seq, primary_key=True, autoincrement=False),
     Column("kind", String(64), nullable=False),
     Column("run_id", Id, nullable=False),
     Column("thread_id", Id, nullable=False),
@@ -55,7 +61,7 @@ run_events = Table(
     Column("occurred_at", Time, nullable=False),
     Column("observed_at", Time, nullable=False),
     Column("recorded_at", Time, nullable=False),
-    Column("data", Json, nullable=False),
+    Column("data", ExactJson, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     UniqueConstraint("run_id", "version"),
@@ -69,7 +75,7 @@ run_payloads = Table(
     Column("run_id", Id, primary_key=True),
     Column("digest", String(64), primary_key=True),
     Column("field", String(255), nullable=False),
-    Column("body", Json, nullable=False),
+    Column("body", ExactJson, nullable=False),
 )
 
 run_watermarks = Table(
@@ -117,7 +123,7 @@ proj_runs = Table(
 proj_transitions = Table(
     "proj_transitions",
     metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", Seq, primary_key=True, autoincrement=False),
     Column("kind", String(64), nullable=False),
     Column("run_id", Id, nullable=False),
     Column("thread_id", Id, nullable=False),
@@ -133,17 +139,4 @@ proj_transitions = Table(
     Index(None, "to_status", "occurred_at"),
 )
 
-proj_intervals = Table(
-    "proj_intervals",
-    metadata,
-    Column("run_id", Id, primary_key=True),
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("kind", String(64), nullable=False),
-    Column("status", String(64), nullable=False),
-    Column("entered_at", Time, nullable=False),
-    Column("exited_at", Time),
-    Column("duration_s", Time),
-    Index(None, "status", "entered_at"),
-)
-
-PROJECTION_TABLES = (proj_runs, proj_transitions, proj_intervals)
+PROJECTION_TABLES = (proj_runs, proj_transitions)
