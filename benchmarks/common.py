@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tracker.store.ledger import EVENT_COLUMNS
+from tracker.store.schema import EVENT_COLUMNS
 
 # The tracker's own run_events columns, in the order its bulk writer uses.
 COLUMNS = EVENT_COLUMNS

@@ -26,8 +26,8 @@ from tracker.events import EVENT_TYPES, GENESIS_HASH, EventDraft, seal
 from tracker.ingest import ingest_lines
 from tracker.store import audit
 from tracker.store.audit import ChainReport, verify_chain
-from tracker.store.ledger import EVENT_COLUMNS, event_row
-from tracker.store.schema import run_events
+from tracker.store.ledger import event_row
+from tracker.store.schema import EVENT_COLUMNS, run_events
 from tracker.synthetic import snapshot_stream
 
 NOW = 1_800_000_000.0

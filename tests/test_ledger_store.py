@@ -15,13 +15,13 @@ import pytest
 from sqlalchemy import Connection, Engine, inspect, select, text
 
 from tracker.errors import IntegrityError as TrackerIntegrityError
-from tracker.events import GENESIS_HASH, body_json, canonical_json
+from tracker.events import GENESIS_HASH, Event, body_json, canonical_json
 from tracker.ingest import IngestSummary, ingest_lines
 from tracker.store import projections
 from tracker.store.audit import verify_chain
 from tracker.store.background import ConnectionWorker
-from tracker.store.ledger import EVENT_COLUMNS, event_row
-from tracker.store.schema import proj_transitions, run_events
+from tracker.store.ledger import event_row
+from tracker.store.schema import EVENT_COLUMNS, proj_transitions, run_events
 from tracker.synthetic import snapshot_stream
 
 NOW = 1_800_000_000.0
@@ -102,7 +102,7 @@ def test_event_row_is_a_tuple_in_column_order_with_the_data_text(engine: Engine)
     for raw, row in zip(stored, decoded, strict=True):
         mapping = row._mapping
         # The stored row, as the ledger writes it: the data column holds Event.data_json.
-        event = projections.event_from_row(mapping)
+        event = Event(**{**mapping, "data_json": canonical_json(mapping["data"])})
         assert event.data_json == raw[EVENT_COLUMNS.index("data")]
         assert event_row(event) == tuple(raw)
 

@@ -23,6 +23,7 @@ from tracker.events import (
     STATUS_CHANGED,
     EventDraft,
     fingerprint,
+    json_time,
     payload_digest,
     split_sensitive,
 )
@@ -207,18 +208,14 @@ def _transition(
             "to_status": status,
             "inferred": inferred,
             "dated_by": dated_by,
-            "not_before": _json_time(not_before),
+            # Stored as canonical JSON writes them, so sealing stays on its fast path.
+            "not_before": None if not_before is None else json_time(not_before),
             "clamped": clamped,
-            "reported_at": _json_time(at) if clamped else None,
+            "reported_at": json_time(at) if clamped else None,
         },
     )
     cursor.status = status
     cursor.entered_at = occurred_at
-
-
-def _json_time(value: float | None) -> float | int | None:
-    """A time as canonical JSON stores it (integral seconds as an integer), so sealing stays on its fast path."""
-    return int(value) if type(value) is float and value.is_integer() else value
 
 
 def _latest_deadline(lifecycle: Lifecycle, snapshot: Snapshot, known: float | None) -> float | None:

@@ -126,7 +126,8 @@ def canonical_data(value: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return plain, text
 
 
-def _json_time(value: float) -> float | int:
+def json_time(value: float) -> float | int:
+    """A time as canonical JSON writes it: integral seconds as an integer."""
     return int(value) if type(value) is float and value.is_integer() else value
 
 
@@ -152,8 +153,8 @@ def body_json(
     """
     return (
         f'{{"data":{data_json},"event_type":{_json_string(event_type)},"kind":{_json_string(kind)},'
-        f'"observed_at":{_json_time(observed_at)},"occurred_at":{_json_time(occurred_at)},'
-        f'"recorded_at":{_json_time(recorded_at)},"run_id":{_json_string(run_id)},"seq":{int(seq)},'
+        f'"observed_at":{json_time(observed_at)},"occurred_at":{json_time(occurred_at)},'
+        f'"recorded_at":{json_time(recorded_at)},"run_id":{_json_string(run_id)},"seq":{int(seq)},'
         f'"thread_id":{_json_string(thread_id)},"version":{int(version)}}}'
     )
 

@@ -192,9 +192,9 @@ def to_snapshot(body: dict[str, Any], observed_at: float) -> Snapshot:
     object_id = body.get(lifecycle.id_field)
     group_id = body.get(lifecycle.group_field)
     status = body.get("status")
-    if not (type(object_id) is str and object_id and type(group_id) is str and group_id and type(status) is str):
-        _explain(body, lifecycle)
-    if not status:
+    if not (
+        type(object_id) is str and object_id and type(group_id) is str and group_id and type(status) is str and status
+    ):
         _explain(body, lifecycle)
     for name in lifecycle.required_fields:
         if body.get(name) is None:

@@ -20,24 +20,30 @@ def driver(connection: Connection) -> Any:
     return connection.connection.driver_connection
 
 
-def _quoted(connection: Connection, names: Sequence[str]) -> str:
-    quote = connection.dialect.identifier_preparer.quote
-    return ", ".join(quote(name) for name in names)
+def _target(connection: Connection, table: Table, columns: Sequence[str]) -> str:
+    """``table (column, ...)``, quoted for the dialect."""
+    preparer = connection.dialect.identifier_preparer
+    return f"{preparer.format_table(table)} ({', '.join(preparer.quote(name) for name in columns)})"
+
+
+def _sqlite_insert(
+    connection: Connection, verb: str, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    placeholders = ", ".join("?" * len(columns))
+    driver(connection).executemany(f"{verb} INTO {_target(connection, table, columns)} VALUES ({placeholders})", rows)
 
 
 def insert_rows(connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Insert ``rows`` (tuples in the order of ``columns``) into ``table``."""
     if not rows:
         return
-    database = driver(connection)
-    target = f"{connection.dialect.identifier_preparer.format_table(table)} ({_quoted(connection, columns)})"
     if connection.dialect.name == "postgresql":
-        with database.cursor() as cursor, cursor.copy(f"COPY {target} FROM STDIN") as copy:
+        copy_in = f"COPY {_target(connection, table, columns)} FROM STDIN"
+        with driver(connection).cursor() as cursor, cursor.copy(copy_in) as copy:
             for row in rows:
                 copy.write_row(row)
     else:
-        placeholders = ", ".join("?" * len(columns))
-        database.executemany(f"INSERT INTO {target} VALUES ({placeholders})", rows)
+        _sqlite_insert(connection, "INSERT", table, columns, rows)
 
 
 def replace_rows(
@@ -62,11 +68,7 @@ def replace_rows(
                 cursor.execute(f"DELETE FROM {name} WHERE {key} = ANY(%s)", (list(existing),))
         insert_rows(connection, table, columns, rows)
     else:
-        name = connection.dialect.identifier_preparer.format_table(table)
-        placeholders = ", ".join("?" * len(columns))
-        driver(connection).executemany(
-            f"INSERT OR REPLACE INTO {name} ({_quoted(connection, columns)}) VALUES ({placeholders})", rows
-        )
+        _sqlite_insert(connection, "INSERT OR REPLACE", table, columns, rows)
 
 
 def insert_new_rows(
@@ -79,15 +81,13 @@ def insert_new_rows(
     """
     if not rows:
         return
-    name = connection.dialect.identifier_preparer.format_table(table)
-    names = _quoted(connection, columns)
     if connection.dialect.name == "postgresql":
         arrays = ", ".join(f"%s::{table.c[column].type.compile(connection.dialect)}[]" for column in columns)
+        target = _target(connection, table, columns)
         with driver(connection).cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {name} ({names}) SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING",
+                f"INSERT INTO {target} SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING",
                 [list(values) for values in zip(*rows, strict=True)],
             )
     else:
-        placeholders = ", ".join("?" * len(columns))
-        driver(connection).executemany(f"INSERT OR IGNORE INTO {name} ({names}) VALUES ({placeholders})", rows)
+        _sqlite_insert(connection, "INSERT OR IGNORE", table, columns, rows)

@@ -26,7 +26,7 @@ from tracker.store.background import ConnectionWorker
 from tracker.store.bulk import insert_new_rows, insert_rows, replace_rows
 from tracker.store.engine import begin_write
 from tracker.store.projections import ProjectionTables, in_chunks, load_states, write_runs, write_transitions
-from tracker.store.schema import run_events, run_payloads, run_watermarks
+from tracker.store.schema import EVENT_COLUMNS, run_events, run_payloads, run_watermarks
 
 
 @dataclass
@@ -61,20 +61,6 @@ def append_snapshots(engine: Engine, snapshots: Sequence[Snapshot], now: Callabl
         raise IntegrityError(f"the database refused an append: {exc}") from exc
 
 
-EVENT_COLUMNS = (
-    "seq",
-    "kind",
-    "run_id",
-    "thread_id",
-    "version",
-    "event_type",
-    "occurred_at",
-    "observed_at",
-    "recorded_at",
-    "data",
-    "prev_hash",
-    "hash",
-)
 _PAYLOAD_COLUMNS = ("run_id", "digest", "field", "body")
 _WATERMARK_COLUMNS = ("run_id", "last_observed_at")
 
@@ -94,6 +80,15 @@ def _append(connection: Connection, snapshots: Sequence[Snapshot], recorded_at: 
     payloads: dict[tuple[str, str], tuple[str, str, str, str]] = {}
     touched: set[str] = set()
     outcomes: Counter[str] = Counter()
+
+    def hand_over() -> None:
+        """Give the rows decided so far to the writer thread and start new lists."""
+        nonlocal rows, delta
+        summary.events_appended += len(rows)
+        writer.submit(insert_rows, run_events, EVENT_COLUMNS, rows)
+        writer.submit(write_transitions, tables, delta.transitions)
+        rows, delta = [], ProjectionDelta()
+
     with ConnectionWorker(connection) as writer:
         for snapshot in snapshots:
             run_id = snapshot.object_id
@@ -119,13 +114,8 @@ def _append(connection: Connection, snapshots: Sequence[Snapshot], recorded_at: 
             for digest, (field_name, value) in result.payloads.items():
                 payloads[(run_id, digest)] = (run_id, digest, field_name, canonical_json(value))
             if len(rows) >= _WRITE_CHUNK:
-                summary.events_appended += len(rows)
-                writer.submit(insert_rows, run_events, EVENT_COLUMNS, rows)
-                writer.submit(write_transitions, tables, delta.transitions)
-                rows, delta = [], ProjectionDelta()
-        summary.events_appended += len(rows)
-        writer.submit(insert_rows, run_events, EVENT_COLUMNS, rows)
-        writer.submit(write_transitions, tables, delta.transitions)
+                hand_over()
+        hand_over()
         writer.submit(insert_new_rows, run_payloads, _PAYLOAD_COLUMNS, list(payloads.values()))
         current = [states[run_id] for run_id in touched]
         writer.submit(write_runs, tables, current, [run_id for run_id in touched if run_id in existing_runs])

@@ -17,13 +17,13 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, MetaData, Table, delete, func, select
 
-from tracker.events import Event, canonical_json
+from tracker.events import Event
 from tracker.gc_tuning import fewer_gc_passes
 from tracker.projection import ProjectionDelta, RunState, apply_event, current_row
 from tracker.store.background import ConnectionWorker
 from tracker.store.bulk import driver, insert_rows, replace_rows
 from tracker.store.engine import begin_write
-from tracker.store.schema import proj_runs, proj_transitions
+from tracker.store.schema import EVENT_COLUMNS, proj_runs, proj_transitions
 
 _CHUNK = 500
 _PAGE = 20_000
@@ -207,15 +207,10 @@ def _fold_all(connection: Connection, tables: ProjectionTables) -> int:
     return total
 
 
-_EVENT_COLUMNS = (
-    "seq, kind, run_id, thread_id, version, event_type, occurred_at, observed_at, recorded_at, data, prev_hash, hash"
-)
-
-
 def _event_page(connection: Connection, after: tuple[str, int] | None) -> list[tuple[Any, ...]]:
     """Up to a page of ``run_events`` rows in (run_id, seq) order after the key ``after`` (keyset paging)."""
     postgres = connection.dialect.name == "postgresql"
-    columns = _EVENT_COLUMNS.replace("data,", "data::text,") if postgres else _EVENT_COLUMNS
+    columns = ", ".join("data::text" if postgres and name == "data" else name for name in EVENT_COLUMNS)
     mark = "%s" if postgres else "?"
     where = "" if after is None else f"WHERE (run_id, seq) > ({mark}, {mark}) "
     cursor = driver(connection).cursor()
@@ -230,22 +225,3 @@ def _events(rows: list[tuple[Any, ...]]) -> Iterator[Event]:
     for seq, kind, run, thread, version, type_, occurred, observed, recorded, text, prev, digest in rows:
         data = _decode(text)
         yield Event(seq, kind, run, thread, version, type_, occurred, observed, recorded, data, prev, digest, text)
-
-
-def event_from_row(row: Any) -> Event:
-    """An event from a ``run_events`` row read through SQLAlchemy (``data`` already decoded)."""
-    return Event(
-        seq=int(row["seq"]),
-        kind=row["kind"],
-        run_id=row["run_id"],
-        thread_id=row["thread_id"],
-        version=int(row["version"]),
-        event_type=row["event_type"],
-        occurred_at=float(row["occurred_at"]),
-        observed_at=float(row["observed_at"]),
-        recorded_at=float(row["recorded_at"]),
-        data=row["data"],
-        prev_hash=row["prev_hash"],
-        hash=row["hash"],
-        data_json=canonical_json(row["data"]),
-    )

@@ -69,6 +69,9 @@ run_events = Table(
     Index(None, "thread_id"),
 )
 
+# run_events' columns in table order: the order of event rows everywhere (bulk writes, reads, exports).
+EVENT_COLUMNS = tuple(column.name for column in run_events.columns)
+
 run_payloads = Table(
     "run_payloads",
     metadata,
