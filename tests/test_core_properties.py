@@ -463,3 +463,45 @@ def test_canonical_data_is_what_its_text_reads_back_as(value: Any) -> None:
     assert text == canonical_json({"value": value})
     assert stored_json(normalised) == stored_json(json.loads(text))  # stored_json tells 1.0, 1 and true apart
     assert canonical_json(normalised) == text
+
+
+def recipe(value: Any) -> str:
+    """docs/events.md's canonical JSON, written from the recipe alone (not tracker's code)."""
+
+    def integral_floats_as_integers(item: Any) -> Any:
+        if isinstance(item, float) and item.is_integer():
+            return int(item)
+        if isinstance(item, dict):
+            return {key: integral_floats_as_integers(inner) for key, inner in item.items()}
+        if isinstance(item, list):
+            return [integral_floats_as_integers(inner) for inner in item]
+        return item
+
+    return json.dumps(
+        integral_floats_as_integers(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+tiny_and_huge_floats = st.one_of(
+    st.floats(min_value=1e-10, max_value=1e-3),
+    st.floats(min_value=-1e-3, max_value=-1e-10),
+    st.floats(min_value=1e14, max_value=1e20),
+    st.floats(min_value=-1e300, max_value=1e300),
+)
+escapable_text = st.text(alphabet=st.characters(codec="utf-8", min_codepoint=0, max_codepoint=0x30))
+
+
+@PROPERTY
+@given(
+    value=st.recursive(
+        st.one_of(json_scalars, tiny_and_huge_floats, escapable_text),
+        lambda children: st.one_of(
+            st.lists(children, max_size=4), st.dictionaries(st.one_of(st.text(max_size=6), escapable_text), children)
+        ),
+        max_leaves=16,
+    )
+)
+def test_canonical_json_is_the_documented_recipe_byte_for_byte(value: Any) -> None:
+    # The fast path (orjson) may only be taken where it writes exactly what the recipe writes.
+    assert canonical_json(value) == recipe(value)
+    assert canonical_json({"data": value}) == recipe({"data": value})

@@ -101,9 +101,34 @@ def _has_integral_float(text: str) -> bool:
     return ".0," in text or ".0}" in text or ".0]" in text or "e+" in text or text.endswith(".0")
 
 
+def _orjson_differs(raw: bytes) -> bool:
+    # Where orjson's text may differ from the recipe's (the json module's): an integral float ("3.0",
+    # "1e+16"), an exponent ("1e-07" there, "1e-7" here) and 1e-5 <= |x| < 1e-4 ("1.5e-05" there,
+    # "0.000015" here). Anything else orjson writes byte for byte as the json module does (keys sorted by
+    # code point, the same escapes, shortest round-trip floats); tests/test_core_properties.py checks
+    # that against the recipe itself. Text inside strings can match too, which only costs the slow path.
+    return (
+        b".0," in raw
+        or b".0}" in raw
+        or b".0]" in raw
+        or b"e+" in raw
+        or b"e-" in raw
+        or b"0.0000" in raw
+        or raw.endswith(b".0")
+    )
+
+
 def _canonical(value: Any) -> tuple[str, Any]:
     """(canonical JSON of ``value``, ``value`` with integral floats as integers: what the text reads back as)."""
     if type(value) is not float:
+        try:
+            # Four to eight times faster than the json module; used only where it writes the same bytes.
+            raw = _orjson_sorted(value, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # integers beyond 64 bits, keys that are not strings
+            pass
+        else:
+            if not _orjson_differs(raw):
+                return raw.decode(), value
         try:
             text = _encode(value)
         except TypeError:  # a mapping or sequence type the encoder does not take: normalise it first
@@ -113,6 +138,9 @@ def _canonical(value: Any) -> tuple[str, Any]:
                 return text, value
     plain = _plain(value)
     return _encode(plain), plain
+
+
+_orjson_sorted = orjson.dumps
 
 
 def canonical_json(value: Any) -> str:

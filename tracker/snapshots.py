@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, NoReturn
 
@@ -61,9 +60,12 @@ def decode_json(text: str) -> Any:
     return _decode(text)
 
 
-# orjson reads an integer beyond 64 bits as a float (precision lost): a line with a run of 19 digits or
-# more (maybe inside a string, which only costs the slower reader) goes to the standard library.
-_LONG_NUMBER = re.compile(rb"\d{19}")
+# orjson reads an integer below -2**63 or above 2**64 - 1 as a float (precision lost): a line with a run
+# of 19 digits or more (maybe inside a string, which only costs the slower reader) goes to the standard
+# library. Found by mapping every digit to "0" and looking for nineteen of them: a sixth of the time of
+# the regular expression \d{19}, which cost three times orjson's own parse of a run line.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_DIGITS = b"0" * 19
 
 
 def decode_line(line: bytes) -> Any:
@@ -73,7 +75,7 @@ def decode_line(line: bytes) -> Any:
     integers, and every line orjson refuses, go through the standard library, which keeps such integers
     exact and gives the exact position of an error.
     """
-    if _LONG_NUMBER.search(line) is None:
+    if _NINETEEN_DIGITS not in line.translate(_DIGITS_TO_ZERO):
         try:
             return orjson.loads(line)
         except orjson.JSONDecodeError:

@@ -210,7 +210,7 @@ def _fold_all(connection: Connection, tables: ProjectionTables) -> int:
 def _event_page(connection: Connection, after: tuple[str, int] | None) -> list[tuple[Any, ...]]:
     """Up to a page of ``run_events`` rows in (run_id, seq) order after the key ``after`` (keyset paging)."""
     postgres = connection.dialect.name == "postgresql"
-    columns = ", ".join("data::text" if postgres and name == "data" else name for name in EVENT_COLUMNS)
+    columns = ", ".join("data::text" if postgres and name == "data" else name for name in _FOLDED_COLUMNS)
     mark = "%s" if postgres else "?"
     where = "" if after is None else f"WHERE (run_id, seq) > ({mark}, {mark}) "
     cursor = driver(connection).cursor()
@@ -221,7 +221,11 @@ def _event_page(connection: Connection, after: tuple[str, int] | None) -> list[t
         cursor.close()
 
 
+# What the fold reads: every column but the chain hashes (two 64-character strings a row).
+_FOLDED_COLUMNS = tuple(name for name in EVENT_COLUMNS if name not in ("prev_hash", "hash"))
+
+
 def _events(rows: list[tuple[Any, ...]]) -> Iterator[Event]:
-    for seq, kind, run, thread, version, type_, occurred, observed, recorded, text, prev, digest in rows:
+    for seq, kind, run, thread, version, type_, occurred, observed, recorded, text in rows:
         data = _decode(text)
-        yield Event(seq, kind, run, thread, version, type_, occurred, observed, recorded, data, prev, digest, text)
+        yield Event(seq, kind, run, thread, version, type_, occurred, observed, recorded, data, "", "", text)
