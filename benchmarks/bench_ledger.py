@@ -190,6 +190,11 @@ def phase_verify(spec: dict[str, Any]) -> dict[str, Any]:
     if not report.ok:
         raise RuntimeError(f"verify_chain failed at seq {report.first_bad_seq}: {report.problem}")
     result.update(events=report.events, ok=report.ok)
+    if result["peak_child_rss_mb"]:
+        # A big log is verified by worker processes (one per CPU, at most 4): count them all, at their peak.
+        workers = min(os.cpu_count() or 1, 4)
+        result["peak_rss_self_mb"] = result["peak_rss_mb"]
+        result["peak_rss_mb"] = round(result["peak_rss_mb"] + workers * result["peak_child_rss_mb"], 1)
     return result
 
 

@@ -133,6 +133,8 @@ def phase_result(watch: Stopwatch, rss_before_mb: float, **values: Any) -> dict[
         "client_cpu_seconds": round(watch.cpu, 3),
         "rss_before_mb": round(rss_before_mb, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        # The largest child process (audit verify's workers on a big log), 0 when there was none.
+        "peak_child_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         **values,
     }
 

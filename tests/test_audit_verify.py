@@ -546,7 +546,18 @@ def _mutate(connection: Connection, rng: random.Random, kind: str, size: int) ->
     return size + 1, []
 
 
-def test_random_mutations_are_all_detected(engine: Engine) -> None:
+def _in_ranges(engine: Engine, ranges: int, monkeypatch: pytest.MonkeyPatch) -> ChainReport:
+    """The parallel verification's answer, its ranges checked one after another in this process."""
+    with monkeypatch.context() as patch:
+        patch.setattr(audit, "PARALLEL_FROM", 0)
+        bounds = audit._ranges(engine, ranges)
+    assert len(bounds) == ranges
+    return audit._merge(
+        [audit._check_range(engine, after, upto, index == 0) for index, (after, upto) in enumerate(bounds)]
+    )
+
+
+def test_random_mutations_are_all_detected(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     size = _ingest(engine, 3, seed=17)
     original = _unguarded_copy(engine, loose=True)
     rng = random.Random(20_260_101)
@@ -560,7 +571,36 @@ def test_random_mutations_are_all_detected(engine: Engine) -> None:
         report = verify_chain(engine)
         if report.ok or report.first_bad_seq != expected or report.gaps != gaps:
             missed.append((number, kind, report, expected))
+        # Split in ranges (as a big log is, one process each), the same report, whichever range was hit;
+        # in ranges of about one row each, every link is one between two ranges.
+        assert _in_ranges(engine, 3, monkeypatch) == report, (number, kind)
+        assert _in_ranges(engine, size, monkeypatch) == report, (number, kind)
     assert missed == []
+
+
+def test_a_big_log_is_verified_in_parallel_processes_with_the_same_report(
+    engine: Engine, log: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit, "PARALLEL_FROM", 0)
+    commands: list[list[str]] = []
+    run = audit.subprocess.run
+
+    def recorded(argv: list[str], **options: Any) -> Any:
+        commands.append(argv)
+        return run(argv, **options)
+
+    monkeypatch.setattr(audit.subprocess, "run", recorded)
+    intact = verify_chain(engine, processes=1)
+    assert commands == []
+    assert verify_chain(engine, processes=2) == intact
+    assert intact.ok
+    # Two worker processes, and the database URL (a password, maybe) went through a pipe, not argv.
+    assert len(commands) == 2
+    assert all(str(engine.url.database) not in " ".join(argv) for argv in commands)
+    _tamper(engine, lambda connection: _set(connection, log - 3, version=99))
+    tampered = verify_chain(engine, processes=1)
+    assert tampered.first_bad_seq == log - 3
+    assert verify_chain(engine, processes=2) == tampered
 
 
 # --- the command line --------------------------------------------------------------------------------

@@ -9,11 +9,13 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from tracker.store.engine import make_engine, safe_url
-from tracker.store.migrate import ensure_schema
 
 
 def open_database(url: str) -> Engine:
     """An engine for ``url`` whose schema is at the head revision (an empty database is migrated)."""
+    # alembic is imported only here: audit verify's worker processes import tracker.store without it.
+    from tracker.store.migrate import ensure_schema
+
     engine = make_engine(url)
     try:
         ensure_schema(engine, safe_url(url))

@@ -2,21 +2,27 @@
 
 A modified event fails its own hash; a deleted, inserted, duplicated or reordered one breaks the
 ``prev_hash`` link (or the ``seq`` sequence) at the first place it touches. The first bad ``seq`` is
-reported together with every gap in ``seq``. The log is streamed by one ordered query (a server-side
-cursor on PostgreSQL), so memory stays flat and no row can fall between two pages: keyset pages
-resuming at ``seq > last`` would skip a second row claiming the same ``seq`` (once the primary key
-has been dropped) when the two straddle a page boundary.
+reported together with every gap in ``seq``. The log is streamed by one ordered query per ``seq`` range
+(a server-side cursor on PostgreSQL), so memory stays flat and no row can fall between two pages:
+keyset pages resuming at ``seq > last`` would skip a second row claiming the same ``seq`` (once the
+primary key has been dropped) when the two straddle a page boundary. A big log is split into ranges
+by ``seq`` value, checked in parallel processes; every row falls in exactly one range, and the links
+between ranges are checked when the reports are merged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 
 from tracker.events import GENESIS_HASH, chain_hash
 from tracker.gc_tuning import fewer_gc_passes
@@ -42,10 +48,97 @@ class ChainReport:
         return self.first_bad_seq is None and not self.gaps
 
 
-def verify_chain(engine: Engine) -> ChainReport:
-    """Recompute the chain over every event; see the module docstring for what is detected."""
+def verify_chain(engine: Engine, processes: int | None = None) -> ChainReport:
+    """Recompute the chain over every event; see the module docstring for what is detected.
+
+    A log of :data:`PARALLEL_FROM` events or more is checked in ``processes`` (default: one per CPU, at
+    most 4) contiguous ``seq`` ranges at once, each in its own process; the links between the ranges
+    are checked here, so the report is the one a single pass would give.
+    """
+    if processes is None:
+        processes = min(os.cpu_count() or 1, 4)
+    bounds = _ranges(engine, processes)
     with fewer_gc_passes():
-        return _check(_pages_in_order(engine))
+        if len(bounds) == 1:
+            return _merge([_check_range(engine, None, None, first=True)])
+        url = engine.url.render_as_string(hide_password=False)
+        # One thread per range, each waiting on its worker process.
+        with ThreadPoolExecutor(len(bounds)) as threads:
+            segments = threads.map(lambda bound: _run_worker(url, *bound), _with_first(bounds))
+            return _merge(list(segments))
+
+
+def _with_first(bounds: list[tuple[int | None, int | None]]) -> list[tuple[int | None, int | None, bool]]:
+    return [(after, upto, index == 0) for index, (after, upto) in enumerate(bounds)]
+
+
+# Below this many events one process is quicker than starting others (about 0.3 s each).
+PARALLEL_FROM = 300_000
+
+
+def _ranges(engine: Engine, processes: int) -> list[tuple[int | None, int | None]]:
+    """(after, up to) ``seq`` bounds that split the log in ``processes`` ranges; open-ended at both ends."""
+    url = engine.url
+    if processes < 2 or (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")):
+        return [(None, None)]
+    with engine.connect() as connection:
+        count, low, high = connection.exec_driver_sql("SELECT count(*), min(seq), max(seq) FROM run_events").one()
+    if count < PARALLEL_FROM:
+        return [(None, None)]
+    cuts = [low + (high - low) * index // processes for index in range(1, processes)]
+    return list(zip([None, *cuts], [*cuts, None], strict=True))
+
+
+def _run_worker(url: str, after: int | None, upto: int | None, first: bool) -> _Segment:
+    """Check one range in a fresh interpreter (``python -m tracker.store.audit``).
+
+    A new interpreter rather than multiprocessing: nothing is inherited (connections, threads) and the
+    caller's main module needs no ``if __name__ == "__main__"`` guard. The database URL, password
+    included, goes through a pipe, never the command line (which other users can read).
+    """
+    request = json.dumps({"url": url, "after": after, "upto": upto, "first": first})
+    worker = subprocess.run(
+        [sys.executable, "-m", "tracker.store.audit"], input=request, capture_output=True, text=True, check=False
+    )
+    if worker.returncode != 0:
+        last_line = (worker.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"a verification worker failed (exit {worker.returncode}): {last_line}")
+    found = json.loads(worker.stdout)
+    segment = _Segment(events=found["events"])
+    if found["first"] is not None:
+        segment.first = (found["first"][0], found["first"][1])
+        segment.last = (found["last"][0], found["last"][1])
+    segment.problems.first_bad_seq = found["first_bad_seq"]
+    segment.problems.problem = found["problem"]
+    segment.problems.gaps = [(low, high) for low, high in found["gaps"]]
+    return segment
+
+
+def _worker_main() -> None:
+    """The worker's side of :func:`_start_worker`: a JSON request on stdin, a JSON segment on stdout."""
+    request = json.load(sys.stdin)
+    engine = create_engine(request["url"])
+    try:
+        with fewer_gc_passes():
+            segment = _check_range(engine, request["after"], request["upto"], request["first"])
+    finally:
+        engine.dispose()
+    json.dump(
+        {
+            "events": segment.events,
+            "first": segment.first,
+            "last": segment.last,
+            "first_bad_seq": segment.problems.first_bad_seq,
+            "problem": segment.problems.problem,
+            "gaps": segment.problems.gaps,
+        },
+        sys.stdout,
+    )
+
+
+def _check_range(engine: Engine, after: int | None, upto: int | None, first: bool) -> _Segment:
+    """The rows with ``after < seq <= upto``; only the first range knows what its first row must link to."""
+    return _check(_pages_in_order(engine, after, upto), GENESIS_HASH if first else None, 1 if first else None)
 
 
 # A row of _pages_in_order: seq, prev_hash, hash, the body text up to observed_at's value, then
@@ -53,33 +146,67 @@ def verify_chain(engine: Engine) -> ChainReport:
 _Row = tuple[int, str, str, str, Any, Any, Any, str]
 
 
-def _check(pages: Iterator[list[_Row]]) -> ChainReport:
-    report = ChainReport()
-    expected_prev = GENESIS_HASH
-    expected_seq = 1
+@dataclass
+class _Segment:
+    """What checking a run of consecutive rows found, and its ends, to link it to its neighbours."""
+
+    events: int = 0
+    first: tuple[int, str] | None = None  # (seq, prev_hash) of its first row
+    last: tuple[int, str] | None = None  # (seq, hash) of its last row
+    problems: ChainReport = field(default_factory=ChainReport)
+
+
+def _check(pages: Iterator[list[_Row]], expected_prev: str | None, expected_seq: int | None) -> _Segment:
+    """Check rows in order; the first row's link is checked only against given expectations."""
+    segment = _Segment()
+    report = segment.problems
     sha256 = hashlib.sha256
     for page in pages:
+        if segment.first is None:
+            segment.first = (page[0][0], page[0][1])
         for seq, prev_hash, hash_, head, observed, occurred, recorded, tail in page:
             # The body's three times sit together in canonical key order (tracker.events.body_json).
             body_text = f'{head}{observed},"occurred_at":{occurred},"recorded_at":{recorded}{tail}'
-            if seq != expected_seq:
-                if seq > expected_seq:
-                    report.gaps.append((expected_seq, seq - 1))
-                    _flag(report, seq, f"seq {expected_seq}..{seq - 1} missing")
-                else:
-                    _flag(report, seq, f"seq {seq} appears more than once")
-            if prev_hash != expected_prev:
-                _flag(report, seq, "prev_hash does not match the hash of the event before it")
+            if expected_seq is not None:
+                _check_link(report, seq, prev_hash, expected_seq, expected_prev)
             if sha256(f"{prev_hash}\n{body_text}".encode()).hexdigest() != hash_ and not _matches_exactly(
                 prev_hash, hash_, body_text, (occurred, observed, recorded)
             ):
                 _flag(report, seq, "hash does not match the event's content")
             expected_prev = hash_
             expected_seq = seq + 1
-        report.events += len(page)
-    if report.events:
-        report.head_seq = expected_seq - 1
-        report.head_hash = expected_prev
+        segment.events += len(page)
+        segment.last = (page[-1][0], page[-1][2])
+    return segment
+
+
+def _check_link(report: ChainReport, seq: int, prev_hash: str, expected_seq: int, expected_prev: str | None) -> None:
+    if seq != expected_seq:
+        if seq > expected_seq:
+            report.gaps.append((expected_seq, seq - 1))
+            _flag(report, seq, f"seq {expected_seq}..{seq - 1} missing")
+        else:
+            _flag(report, seq, f"seq {seq} appears more than once")
+    if prev_hash != expected_prev:
+        _flag(report, seq, "prev_hash does not match the hash of the event before it")
+
+
+def _merge(segments: list[_Segment]) -> ChainReport:
+    """One report from consecutive segments, as one pass over all their rows would have made it."""
+    report = ChainReport()
+    last: tuple[int, str] | None = None
+    for segment in segments:
+        if segment.first is None:
+            continue
+        if last is not None:
+            _check_link(report, segment.first[0], segment.first[1], last[0] + 1, last[1])
+        if segment.problems.first_bad_seq is not None:
+            _flag(report, segment.problems.first_bad_seq, segment.problems.problem or "")
+        report.gaps.extend(segment.problems.gaps)
+        report.events += segment.events
+        last = segment.last
+    if last is not None:
+        report.head_seq, report.head_hash = last
     return report
 
 
@@ -149,15 +276,20 @@ def _body_sql(dialect: str) -> str:
     return f"""{head_sql} || ',"observed_at":', {times}, {tail_sql}"""
 
 
-def _pages_in_order(engine: Engine) -> Iterator[list[_Row]]:
-    """Pages of :data:`_Row` in ``seq`` order, from one ordered query.
+def _pages_in_order(engine: Engine, after: int | None, upto: int | None) -> Iterator[list[_Row]]:
+    """Pages of :data:`_Row` in ``seq`` order, from one ordered query, for ``after < seq <= upto``.
 
     On PostgreSQL a worker thread fetches the next page while the caller hashes this one, so the server
     assembles text while Python hashes. SQLite works in this process, where a second thread only
     contends for the GIL (measured: 15 % slower), so it is read directly.
     """
     dialect = engine.dialect.name
-    query = f"SELECT seq, prev_hash, hash, {_body_sql(dialect)} FROM run_events ORDER BY seq"
+    bounds = [f"seq > {int(after)}"] if after is not None else []
+    bounds += [f"seq <= {int(upto)}"] if upto is not None else []
+    where = f"WHERE {' AND '.join(bounds)} " if bounds else ""
+    # Rows that share a seq (possible only once the primary key is dropped) come in hash order, so that
+    # every verification, in one range or several, gives the same report.
+    query = f"SELECT seq, prev_hash, hash, {_body_sql(dialect)} FROM run_events {where}ORDER BY seq, hash"
     with engine.connect() as connection:
         database = driver(connection)
         if dialect != "postgresql":
@@ -179,3 +311,7 @@ def _pages_in_order(engine: Engine) -> Iterator[list[_Row]]:
                     yield rows
         finally:
             server_side.close()
+
+
+if __name__ == "__main__":
+    _worker_main()
