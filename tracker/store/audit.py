@@ -29,7 +29,8 @@ from tracker.gc_tuning import fewer_gc_passes
 from tracker.store.background import ConnectionWorker
 from tracker.store.bulk import driver
 
-_PAGE = 20_000
+# Rows per fetch: a page and the one prefetched are in memory at once (about 10 MB each on PostgreSQL).
+_PAGE = 5_000
 
 
 @dataclass
