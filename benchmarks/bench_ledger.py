@@ -133,6 +133,7 @@ def phase_ingest(spec: dict[str, Any]) -> dict[str, Any]:
                 time.time,
                 on_reject=lambda rejection: rejected.append(rejection.reason),
                 batch_size=spec["batch_size"],
+                source={"ingest": spec["input"]},
             )
 
     summary, result = _measure(spec, work)
@@ -261,14 +262,17 @@ def _floor_costs(input_path: str, engine: Engine) -> dict[str, Any]:
     parse_s = time.perf_counter() - started
     with engine.connect() as connection:
         rows = [
-            tuple(row)  # data comes back decoded
-            for row in connection.execute(select(*(run_events.c[name] for name in COLUMNS[:10])).order_by("seq"))
+            # data and source come back decoded; the source is the same text for a whole batch: not timed
+            (*row[:10], orjson.dumps(row[10], option=orjson.OPT_SORT_KEYS).decode())
+            for row in connection.execute(select(*(run_events.c[name] for name in COLUMNS[:11])).order_by("seq"))
         ]
     started = time.perf_counter()
     prev = "0" * 64
-    for seq, kind, run_id, thread_id, version, event_type, occurred, observed, recorded, data in rows:
+    for seq, kind, run_id, thread_id, version, event_type, occurred, observed, recorded, data, source in rows:
         data_json = orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode()
-        body = body_json(seq, kind, run_id, thread_id, version, event_type, occurred, observed, recorded, data_json)
+        body = body_json(
+            seq, kind, run_id, thread_id, version, event_type, occurred, observed, recorded, data_json, source
+        )
         prev = hash_text(prev, body)
     seal_s = time.perf_counter() - started
     events = len(rows)

@@ -23,7 +23,7 @@ from tracker.synthetic import snapshot_stream
 NOW = 1_800_000_000.0
 COLUMNS = (
     "seq", "kind", "run_id", "thread_id", "version", "event_type", "occurred_at", "observed_at",
-    "recorded_at", "data", "prev_hash", "hash",
+    "recorded_at", "data", "source", "prev_hash", "hash",
 )  # fmt: skip
 TARGET = 3  # the stored event every test tries to change
 
@@ -43,7 +43,7 @@ def _all_rows(engine: Engine) -> list[Row]:
 def stored(engine: Engine) -> list[Row]:
     """The rows of a small log, read back before any attempt."""
     lines = [json.dumps(record).encode() for record in snapshot_stream(4, seed=11)]
-    summary = ingest_lines(engine, lines, lambda: NOW)
+    summary = ingest_lines(engine, lines, lambda: NOW, source={"ingest": "test"})
     assert summary.events_appended > TARGET + 1
     rows = _all_rows(engine)
     assert len(rows) == summary.events_appended
@@ -69,13 +69,18 @@ def _event_params(stored: list[Row], **changes: Any) -> dict[str, Any]:
     row = dict(zip(COLUMNS, stored[TARGET - 1], strict=True))
     data = row["data"] if isinstance(row["data"], dict) else json.loads(row["data"])
     row["data"] = json.dumps({**data, "tampered": True})
+    if isinstance(row["source"], dict):
+        row["source"] = json.dumps(row["source"])
     row.update(changes)
     return row
 
 
 def _values(engine: Engine) -> str:
-    data = "CAST(:data AS JSON)" if engine.dialect.name == "postgresql" else ":data"
-    return "VALUES (" + ", ".join(data if name == "data" else f":{name}" for name in COLUMNS) + ")"
+    def mark(name: str) -> str:
+        json_column = name in ("data", "source") and engine.dialect.name == "postgresql"
+        return f"CAST(:{name} AS JSON)" if json_column else f":{name}"
+
+    return "VALUES (" + ", ".join(mark(name) for name in COLUMNS) + ")"
 
 
 INTO = f"run_events ({', '.join(COLUMNS)})"

@@ -32,14 +32,17 @@ from tracker.synthetic import snapshot_stream
 
 NOW = 1_800_000_000.0
 SQLITE_GUARDS = ("trg_run_events_no_update", "trg_run_events_no_delete", "trg_run_events_no_replace")
-HASHED = ("kind", "run_id", "thread_id", "version", "event_type", "occurred_at", "observed_at", "recorded_at", "data")
+HASHED = (
+    "kind", "run_id", "thread_id", "version", "event_type", "occurred_at", "observed_at", "recorded_at", "data",
+    "source",
+)  # fmt: skip
 
 Row = dict[str, Any]
 
 
 def _ingest(engine: Engine, runs: int, seed: int) -> int:
     lines = [json.dumps(record).encode() for record in snapshot_stream(runs, seed=seed)]
-    return ingest_lines(engine, lines, lambda: NOW).events_appended
+    return ingest_lines(engine, lines, lambda: NOW, source={"ingest": "test"}).events_appended
 
 
 @pytest.fixture
@@ -143,15 +146,16 @@ def _forged(connection: Connection, seq: int) -> Row:
         observed_at=1_767_225_601.0,
         data={"fields": {"id": "run_forged", "created_at": 1_767_225_600}},
     )
-    event = seal(draft, seq, NOW, prev_hash)
+    event = seal(draft, seq, NOW, prev_hash, '{"ingest":"test"}')
     # event_row gives the data column's text; a SQLAlchemy insert into the JSON column takes the value.
-    return {**dict(zip(EVENT_COLUMNS, event_row(event), strict=True)), "data": event.data}
+    row = dict(zip(EVENT_COLUMNS, event_row(event), strict=True))
+    return {**row, "data": event.data, "source": json.loads(event.source)}
 
 
 def _altered(row: Row, column: str) -> Any:
     """A value for ``column`` that differs from the row's (after canonical JSON, too)."""
     value = row[column]
-    if column == "data":
+    if column in ("data", "source"):
         return {**value, "tampered": True}
     if column in ("occurred_at", "observed_at", "recorded_at"):
         return value + 1.5
@@ -442,7 +446,7 @@ def test_honest_rows_verify_on_the_text_the_database_assembles(engine: Engine, m
             "x_numbers": [0.1, 1e-7, 123456.789, 2**63, -3],
         }
         lines.append(json.dumps({"observed_at": 1_767_225_610.123 + index, "run": run}).encode())
-    assert ingest_lines(engine, lines, lambda: NOW + 0.5).events_appended == 3 * len(texts)
+    assert ingest_lines(engine, lines, lambda: NOW + 0.5, source={"ingest": "test"}).events_appended == 3 * len(texts)
     exact_checks: list[str] = []
     exact = audit._matches_exactly
 

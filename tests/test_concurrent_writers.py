@@ -74,7 +74,7 @@ def _split(tmp_path: Path, runs: int, seed: int) -> tuple[Path, Path, Path]:
 
 def _ingest_sequentially(engine: Engine, path: Path) -> int:
     with path.open("rb") as lines:
-        return ingest_lines(engine, lines, _now).events_appended
+        return ingest_lines(engine, lines, _now, source={"ingest": "test"}).events_appended
 
 
 def _events(engine: Engine) -> dict[tuple[str, int], tuple[Any, ...]]:
@@ -175,7 +175,7 @@ def _worker(url: str, path: str, writer: int, batch_size: int, barrier: Any) -> 
     try:
         lines = Path(path).read_bytes().splitlines(keepends=True)
         barrier.wait(timeout=60)
-        ingest_lines(engine, lines, lambda: float(writer), batch_size=batch_size)
+        ingest_lines(engine, lines, lambda: float(writer), batch_size=batch_size, source={"ingest": "test"})
     finally:
         engine.dispose()
 

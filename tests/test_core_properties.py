@@ -97,7 +97,7 @@ class Ledger:
             state = states.get(run_id)
             for draft in result.events:
                 prev_hash = self.log[-1].hash if self.log else GENESIS_HASH
-                event = seal(draft, len(self.log) + 1, RECORDED_AT, prev_hash)
+                event = seal(draft, len(self.log) + 1, RECORDED_AT, prev_hash, '{"ingest":"test"}')
                 state = apply_event(state, event, delta)
                 self.log.append(event)
                 appended.append(event)
@@ -431,7 +431,7 @@ hashes = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
 def test_sealed_events_hash_the_canonical_json_of_their_body(
     draft: EventDraft, seq: int, recorded_at: float, prev_hash: str
 ) -> None:
-    event = seal(draft, seq, recorded_at, prev_hash)
+    event = seal(draft, seq, recorded_at, prev_hash, '{"ingest":"test"}')
     body = event_body(event)
     text = body_json(
         event.seq,
@@ -444,6 +444,7 @@ def test_sealed_events_hash_the_canonical_json_of_their_body(
         event.observed_at,
         event.recorded_at,
         event.data_json,
+        event.source,
     )
     assert text == canonical_json(body)
     assert event.hash == chain_hash(prev_hash, body) == hash_text(prev_hash, text)

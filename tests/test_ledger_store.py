@@ -38,14 +38,14 @@ def _line(observed_at: float, **fields: Any) -> bytes:
 
 
 def _ingest(engine: Engine, *lines: bytes) -> IngestSummary:
-    summary = ingest_lines(engine, lines, _now)
+    summary = ingest_lines(engine, lines, _now, source={"ingest": "test"})
     assert summary.rejected == 0
     return summary
 
 
 def _raw_events(connection: Connection) -> list[tuple[Any, ...]]:
-    """Every run_events row in seq order, ``data`` as the text the database holds."""
-    columns = ", ".join("CAST(data AS TEXT)" if name == "data" else name for name in EVENT_COLUMNS)
+    """Every run_events row in seq order, ``data`` and ``source`` as the text the database holds."""
+    columns = ", ".join(f"CAST({name} AS TEXT)" if name in ("data", "source") else name for name in EVENT_COLUMNS)
     return [tuple(row) for row in connection.exec_driver_sql(f"SELECT {columns} FROM run_events ORDER BY seq")]
 
 
@@ -82,6 +82,7 @@ def test_event_data_is_stored_as_the_canonical_text_the_chain_covers(engine: Eng
             values["observed_at"],
             values["recorded_at"],
             data_text,
+            values["source"],
         )
         assert values["prev_hash"] == prev_hash
         assert hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest() == values["hash"]
@@ -102,7 +103,9 @@ def test_event_row_is_a_tuple_in_column_order_with_the_data_text(engine: Engine)
     for raw, row in zip(stored, decoded, strict=True):
         mapping = row._mapping
         # The stored row, as the ledger writes it: the data column holds Event.data_json.
-        event = Event(**{**mapping, "data_json": canonical_json(mapping["data"])})
+        event = Event(
+            **{**mapping, "data_json": canonical_json(mapping["data"]), "source": canonical_json(mapping["source"])}
+        )
         assert event.data_json == raw[EVENT_COLUMNS.index("data")]
         assert event_row(event) == tuple(raw)
 
@@ -128,7 +131,10 @@ def test_column_types_keep_the_text_and_make_seq_the_sqlite_rowid(engine: Engine
 
 def test_recorded_at_is_kept_to_the_millisecond(engine: Engine) -> None:
     summary = ingest_lines(
-        engine, [_line(C + 5), _line(C + 9, status="completed", completed_at=C + 8)], lambda: NOW + 0.1234567
+        engine,
+        [_line(C + 5), _line(C + 9, status="completed", completed_at=C + 8)],
+        lambda: NOW + 0.1234567,
+        source={"ingest": "test"},
     )
     assert summary.events_appended > 0
     with engine.connect() as connection:
@@ -187,7 +193,7 @@ def test_an_integer_beyond_64_bits_is_stored_exactly(engine: Engine) -> None:
 
 
 def test_a_clock_giving_whole_seconds_as_an_int_is_accepted(engine: Engine) -> None:
-    summary = ingest_lines(engine, [_line(C + 5)], lambda: 1_800_000_000)
+    summary = ingest_lines(engine, [_line(C + 5)], lambda: 1_800_000_000, source={"ingest": "test"})
     assert summary.events_appended == 3
 
 
@@ -207,7 +213,7 @@ def test_a_write_refused_on_the_database_thread_rolls_back_the_whole_batch(engin
             },
         )  # fmt: skip
     with pytest.raises(TrackerIntegrityError, match="refused an append"):
-        ingest_lines(engine, [_line(C + 5)], _now)
+        ingest_lines(engine, [_line(C + 5)], _now, source={"ingest": "test"})
     with engine.connect() as connection:
         assert connection.execute(select(run_events.c.seq)).all() == []
         assert connection.execute(text("SELECT COUNT(*) FROM proj_runs")).scalar_one() == 0

@@ -73,7 +73,7 @@ class Ledger:
             state = self.states.get(run_id)
             for draft in result.events:
                 prev_hash = self.log[-1].hash if self.log else GENESIS_HASH
-                event = seal(draft, len(self.log) + 1, RECORDED_AT, prev_hash)
+                event = seal(draft, len(self.log) + 1, RECORDED_AT, prev_hash, '{"ingest":"test"}')
                 state = apply_event(state, event, fed.delta)
                 self.log.append(event)
                 fed.events.append(event)

@@ -194,7 +194,7 @@ def _view_counts(engine: Engine) -> dict[str, int]:
 @pytest.mark.parametrize("revision", REVISIONS)
 def test_data_written_at_each_revision_survives_upgrade(empty_engine: Engine, empty_db_url: str, revision: str) -> None:
     upgrade(empty_engine, revision)
-    summary = ingest_lines(empty_engine, _stream(20, seed=11), lambda: NOW)
+    summary = ingest_lines(empty_engine, _stream(20, seed=11), lambda: NOW, source={"ingest": "test"})
     assert summary.rejected == 0
     assert summary.events_appended > 0
     before = verify_chain(empty_engine)
@@ -215,8 +215,8 @@ def test_data_written_at_each_revision_survives_upgrade(empty_engine: Engine, em
         assert projections.verify_rebuild(engine).clean
 
         # The upgraded ledger keeps working: the same stream is idempotent, new runs chain on.
-        assert ingest_lines(engine, _stream(20, seed=11), lambda: NOW).events_appended == 0
-        more = ingest_lines(engine, _stream(25, seed=11), lambda: NOW)
+        assert ingest_lines(engine, _stream(20, seed=11), lambda: NOW, source={"ingest": "test"}).events_appended == 0
+        more = ingest_lines(engine, _stream(25, seed=11), lambda: NOW, source={"ingest": "test"})
         assert more.events_appended > 0
         report = verify_chain(engine)
         assert report.ok

@@ -70,7 +70,7 @@ def test_incremental_projections_equal_a_rebuild(
     engine: Engine, other_db_url: str, seed: int, runs: int, batch_size: int
 ) -> None:
     lines = _stream(runs, seed)
-    summary = ingest_lines(engine, lines, _now, batch_size=batch_size)
+    summary = ingest_lines(engine, lines, _now, batch_size=batch_size, source={"ingest": "test"})
     assert summary.rejected == 0
     assert summary.events_appended == _event_count(engine) > 0
     incremental = _dump(engine)
@@ -85,7 +85,7 @@ def test_incremental_projections_equal_a_rebuild(
     # The batch size changes neither the events (same hashes) nor the projections.
     other = open_database(other_db_url)
     try:
-        ingest_lines(other, lines, _now, batch_size=100_000)
+        ingest_lines(other, lines, _now, batch_size=100_000, source={"ingest": "test"})
         assert verify_chain(other).head_hash == verify_chain(engine).head_hash
         assert _dump(other) == incremental
     finally:
@@ -96,7 +96,7 @@ def test_projections_stay_equal_to_a_rebuild_across_ingests(engine: Engine) -> N
     # Later ingests update rows written by earlier ones (the UPDATE path of write_projections).
     lines = _stream(30, seed=9)
     for start in range(0, len(lines), len(lines) // 4 + 1):
-        ingest_lines(engine, lines[start : start + len(lines) // 4 + 1], _now, batch_size=13)
+        ingest_lines(engine, lines[start : start + len(lines) // 4 + 1], _now, batch_size=13, source={"ingest": "test"})
         assert projections.verify_rebuild(engine).clean
     assert verify_chain(engine).ok
 
@@ -133,7 +133,7 @@ def test_the_projection_tables_are_the_runs_and_the_transitions() -> None:
 
 @pytest.mark.parametrize("table", PROJECTION_TABLES, ids=lambda table: table.name)
 def test_drift_is_detected_and_repaired(engine: Engine, table: Table) -> None:
-    ingest_lines(engine, _stream(12, seed=4), _now)
+    ingest_lines(engine, _stream(12, seed=4), _now, source={"ingest": "test"})
     good = _dump(engine)
     column = SUBTLE[table.name]
     row = _one(engine, table)
@@ -251,7 +251,7 @@ def scenario_file(tmp_path: Path) -> Path:
 
 def _ingest_file(engine: Engine, path: Path) -> Any:
     with path.open("rb") as lines:
-        return ingest_lines(engine, lines, _now)
+        return ingest_lines(engine, lines, _now, source={"ingest": "test"})
 
 
 @pytest.fixture
@@ -383,7 +383,7 @@ def test_status_intervals_are_derived_from_the_transitions_to_the_millisecond(en
     run = {"id": "run_ms", "object": "thread.run", "thread_id": "thread_ms", "created_at": T0, "status": "queued"}
     polls = [(0.1, "queued"), (0.3, "requires_action"), (0.7, "cancelling"), (1.123, "cancelled")]
     lines = [json.dumps({"observed_at": T0 + at, "run": {**run, "status": status}}).encode() for at, status in polls]
-    ingest_lines(engine, lines, _now)
+    ingest_lines(engine, lines, _now, source={"ingest": "test"})
     at = {offset: round(T0 + offset, 3) for offset, _ in polls}
     assert at[0.3] - T0 != 0.3  # seconds since the epoch leave the difference a few ulps off
     _, rows = _view(engine, "run_status_intervals", "entered_at")
@@ -398,7 +398,7 @@ def test_status_intervals_are_derived_from_the_transitions_to_the_millisecond(en
 
 
 def test_status_intervals_add_up_to_the_run_durations(engine: Engine) -> None:
-    ingest_lines(engine, _stream(30, seed=12), _now)
+    ingest_lines(engine, _stream(30, seed=12), _now, source={"ingest": "test"})
     with engine.connect() as connection:
         sums = connection.execute(
             text(
@@ -482,9 +482,9 @@ def test_reingesting_the_same_file_appends_nothing(scenario: Engine, scenario_fi
 
 def test_reingesting_a_stream_with_another_batch_size_appends_nothing(engine: Engine) -> None:
     lines = _stream(25, seed=8)
-    first = ingest_lines(engine, lines, _now, batch_size=11)
+    first = ingest_lines(engine, lines, _now, batch_size=11, source={"ingest": "test"})
     views = _dump(engine)
-    again = ingest_lines(engine, lines, _now, batch_size=3)
+    again = ingest_lines(engine, lines, _now, batch_size=3, source={"ingest": "test"})
     assert again.events_appended == 0
     assert _event_count(engine) == first.events_appended
     assert _dump(engine) == views

@@ -19,11 +19,11 @@ def _lines(runs: int) -> list[bytes]:
 
 def test_ingest_verify_rebuild_and_reingest(engine: Engine) -> None:
     lines = _lines(60)
-    first = ingest_lines(engine, lines, time.time, batch_size=97)
+    first = ingest_lines(engine, lines, time.time, batch_size=97, source={"ingest": "test"})
     assert first.events_appended > 0
     assert verify_chain(engine).ok
     assert projections.verify_rebuild(engine).clean
-    again = ingest_lines(engine, lines, time.time)
+    again = ingest_lines(engine, lines, time.time, source={"ingest": "test"})
     assert again.events_appended == 0
     rebuilt = projections.rebuild(engine)
     assert rebuilt == first.events_appended

@@ -45,7 +45,7 @@ def run_demo(context: Context, run_count: int, seed: int) -> None:
     for attempt in ("ingest", "re-ingest (idempotent)"):
         started = time.perf_counter()
         with sample.open("rb") as lines:
-            summary = ingest_lines(engine, lines, time.time)
+            summary = ingest_lines(engine, lines, time.time, source={"ingest": str(sample)})
         click.echo(
             f"{attempt}: {summary.snapshots} snapshots, {summary.applied} applied, {summary.unchanged} unchanged, "
             f"{summary.stale} stale, {summary.events_appended} events appended "

@@ -7,7 +7,7 @@ The recipe (also in ``docs/events.md``, so that an auditor can recompute it with
     hash = SHA-256( prev_hash + "\\n" + canonical_json(body) )   (hex, lowercase)
 
 where ``body`` is the object of the columns ``seq, kind, run_id, thread_id, version, event_type,
-occurred_at, observed_at, recorded_at, data`` and ``canonical_json`` writes keys sorted, no spaces,
+occurred_at, observed_at, recorded_at, data, source`` and ``canonical_json`` writes keys sorted, no spaces,
 UTF-8 (no ``\\u`` escapes for non-ASCII), and every number that has an integral value without a
 fraction (``1700000000``, not ``1700000000.0``). The first event's ``prev_hash`` is 64 zeros.
 
@@ -53,7 +53,8 @@ class EventDraft(NamedTuple):
 class Event(NamedTuple):
     """An event as stored: a draft with its global position and chain hashes.
 
-    ``data_json`` is ``canonical_json(data)``, exactly the text of the ``data`` column.
+    ``data_json`` is ``canonical_json(data)``, exactly the text of the ``data`` column; ``source`` is the
+    canonical JSON text of where the event came from (:func:`source_json`), exactly the ``source`` column.
     """
 
     seq: int
@@ -69,6 +70,7 @@ class Event(NamedTuple):
     prev_hash: str
     hash: str
     data_json: str
+    source: str
 
 
 def _plain(value: Any) -> Any:
@@ -174,8 +176,9 @@ def body_json(
     observed_at: float,
     recorded_at: float,
     data_json: str,
+    source: str,
 ) -> str:
-    """``canonical_json`` of an event's body, from its columns and the canonical text of its data.
+    """``canonical_json`` of an event's body, from its columns and the canonical texts of data and source.
 
     Keys in sorted order; numbers as the encoder writes them (``str`` of an int, ``repr`` of a float).
     """
@@ -183,8 +186,19 @@ def body_json(
         f'{{"data":{data_json},"event_type":{_json_string(event_type)},"kind":{_json_string(kind)},'
         f'"observed_at":{json_time(observed_at)},"occurred_at":{json_time(occurred_at)},'
         f'"recorded_at":{json_time(recorded_at)},"run_id":{_json_string(run_id)},"seq":{int(seq)},'
-        f'"thread_id":{_json_string(thread_id)},"version":{int(version)}}}'
+        f'"source":{source},"thread_id":{_json_string(thread_id)},"version":{int(version)}}}'
     )
+
+
+def source_json(source: Mapping[str, Any]) -> str:
+    """The ``source`` of events, as stored and hashed: where they came from, as canonical JSON.
+
+    ``{"ingest": "<path, or - for stdin>"}`` for ``tracker ingest``; ``{"sync": <sync_runs.id>}`` for
+    ``tracker sync`` (the sync's record names the server, host and process).
+    """
+    if not source:
+        raise ValueError("an event source names where the events came from, e.g. {'ingest': 'file.jsonl'}")
+    return canonical_json(dict(source))
 
 
 def event_body(event: Event) -> dict[str, Any]:
@@ -200,6 +214,7 @@ def event_body(event: Event) -> dict[str, Any]:
         "observed_at": event.observed_at,
         "recorded_at": event.recorded_at,
         "data": event.data,
+        "source": json.loads(event.source),
     }
 
 
@@ -213,13 +228,13 @@ def hash_text(prev_hash: str, body_text: str) -> str:
     return hashlib.sha256(f"{prev_hash}\n{body_text}".encode()).hexdigest()
 
 
-def seal(draft: EventDraft, seq: int, recorded_at: float, prev_hash: str) -> Event:
-    """Place a draft in the chain after ``prev_hash`` at position ``seq``."""
+def seal(draft: EventDraft, seq: int, recorded_at: float, prev_hash: str, source: str) -> Event:
+    """Place a draft in the chain after ``prev_hash`` at position ``seq``; ``source`` from :func:`source_json`."""
     data, data_json = canonical_data(draft.data)
     # A draft's fields from kind to observed_at are the event's columns in the same order.
     columns = draft[:7]
-    text = body_json(seq, *columns, recorded_at, data_json)
-    return Event(seq, *columns, recorded_at, data, prev_hash, hash_text(prev_hash, text), data_json)
+    text = body_json(seq, *columns, recorded_at, data_json, source)
+    return Event(seq, *columns, recorded_at, data, prev_hash, hash_text(prev_hash, text), data_json, source)
 
 
 def stored_json(value: Any) -> str:

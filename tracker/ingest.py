@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
 
+from tracker.events import source_json
 from tracker.gc_tuning import fewer_gc_passes
 from tracker.sources.jsonl import Rejection, read_batches
 from tracker.store.ledger import AppendSummary, append_snapshots
@@ -37,8 +38,14 @@ def ingest_lines(
     now: Callable[[], float],
     on_reject: Callable[[Rejection], None] = lambda rejection: None,
     batch_size: int = 2000,
+    *,
+    source: Mapping[str, Any],
 ) -> IngestSummary:
-    """Apply every good snapshot of ``lines``; each bad line goes to ``on_reject``."""
+    """Apply every good snapshot of ``lines``; each bad line goes to ``on_reject``.
+
+    ``source`` names where the lines come from, e.g. ``{"ingest": "runs.jsonl"}``; every event carries it.
+    """
+    stored_source = source_json(source)
     totals = AppendSummary()
     summary = IngestSummary()
     with fewer_gc_passes():
@@ -48,7 +55,7 @@ def ingest_lines(
                 summary.rejected += 1
                 on_reject(rejection)
             if batch.snapshots:
-                totals.add(append_snapshots(engine, batch.snapshots, now))
+                totals.add(append_snapshots(engine, batch.snapshots, now, stored_source))
     summary.snapshots = totals.snapshots
     summary.applied = totals.applied
     summary.unchanged = totals.unchanged

@@ -106,6 +106,7 @@ def upgrade() -> None:
         sa.Column("observed_at", TIME, nullable=False),
         sa.Column("recorded_at", TIME, nullable=False),
         sa.Column("data", EXACT_JSON, nullable=False),
+        sa.Column("source", EXACT_JSON, nullable=False),
         sa.Column("prev_hash", sa.String(64), nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_run_events")),

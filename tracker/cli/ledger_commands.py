@@ -43,7 +43,7 @@ def ingest(obj: Context, path: str, rejects: str | None, as_json: bool) -> None:
             rejects_file.write(rejection.raw if rejection.raw.endswith(b"\n") else rejection.raw + b"\n")
 
     try:
-        summary = ingest_lines(engine, source, time.time, on_reject)
+        summary = ingest_lines(engine, source, time.time, on_reject, source={"ingest": path})
     finally:
         if source is not sys.stdin.buffer:
             source.close()

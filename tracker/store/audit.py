@@ -268,6 +268,7 @@ def _body_sql(dialect: str) -> str:
     tail = [
         ("run_id", string.format(c="run_id")),
         ("seq", "CAST(seq AS TEXT)"),
+        ("source", "CAST(source AS TEXT)" if dialect == "postgresql" else "source"),
         ("thread_id", string.format(c="thread_id")),
         ("version", "CAST(version AS TEXT)"),
     ]

@@ -49,12 +49,17 @@ class AppendSummary:
         self.unknown_statuses.update(other.unknown_statuses)
 
 
-def append_snapshots(engine: Engine, snapshots: Sequence[Snapshot], now: Callable[[], float]) -> AppendSummary:
-    """Diff ``snapshots`` (in order) against the ledger and append what they reveal, atomically."""
+def append_snapshots(
+    engine: Engine, snapshots: Sequence[Snapshot], now: Callable[[], float], source: str
+) -> AppendSummary:
+    """Diff ``snapshots`` (in order) against the ledger and append what they reveal, atomically.
+
+    ``source`` (:func:`tracker.events.source_json`) says where they came from; every event carries it.
+    """
     try:
         with begin_write(engine) as connection:
             # To the millisecond like every stored time, so both databases hold (and print) it alike.
-            return _append(connection, snapshots, round_time(now()))
+            return _append(connection, snapshots, round_time(now()), source)
     except DatabaseIntegrityError as exc:
         raise IntegrityError(f"the database refused an append: {exc.orig}") from exc
     except engine.dialect.dbapi.IntegrityError as exc:  # type: ignore[union-attr]  # from the bulk writes
@@ -65,7 +70,7 @@ _PAYLOAD_COLUMNS = ("run_id", "digest", "field", "body")
 _WATERMARK_COLUMNS = ("run_id", "last_observed_at")
 
 
-def _append(connection: Connection, snapshots: Sequence[Snapshot], recorded_at: float) -> AppendSummary:
+def _append(connection: Connection, snapshots: Sequence[Snapshot], recorded_at: float, source: str) -> AppendSummary:
     summary = AppendSummary(snapshots=len(snapshots))
     run_ids = list(dict.fromkeys(snapshot.object_id for snapshot in snapshots))
     states: dict[str, RunState] = load_states(connection, run_ids)
@@ -104,7 +109,7 @@ def _append(connection: Connection, snapshots: Sequence[Snapshot], recorded_at: 
                 continue
             for draft in result.events:
                 head_seq += 1
-                event = seal(draft, head_seq, recorded_at, head_hash)
+                event = seal(draft, head_seq, recorded_at, head_hash, source)
                 head_hash = event.hash
                 state = apply_event(state, event, delta)
                 rows.append(event_row(event))
@@ -143,6 +148,7 @@ def event_row(event: Event) -> tuple[Any, ...]:
         event.observed_at,
         event.recorded_at,
         event.data_json,
+        event.source,
         event.prev_hash,
         event.hash,
     )

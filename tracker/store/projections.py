@@ -221,11 +221,11 @@ def _event_page(connection: Connection, after: tuple[str, int] | None) -> list[t
         cursor.close()
 
 
-# What the fold reads: every column but the chain hashes (two 64-character strings a row).
-_FOLDED_COLUMNS = tuple(name for name in EVENT_COLUMNS if name not in ("prev_hash", "hash"))
+# What the fold reads: every column but the source and the chain hashes, which it does not use.
+_FOLDED_COLUMNS = tuple(name for name in EVENT_COLUMNS if name not in ("source", "prev_hash", "hash"))
 
 
 def _events(rows: list[tuple[Any, ...]]) -> Iterator[Event]:
     for seq, kind, run, thread, version, type_, occurred, observed, recorded, text in rows:
         data = _decode(text)
-        yield Event(seq, kind, run, thread, version, type_, occurred, observed, recorded, data, "", "", text)
+        yield Event(seq, kind, run, thread, version, type_, occurred, observed, recorded, data, "", "", text, "")

@@ -62,6 +62,7 @@ run_events = Table(
     Column("observed_at", Time, nullable=False),
     Column("recorded_at", Time, nullable=False),
     Column("data", ExactJson, nullable=False),
+    Column("source", ExactJson, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     UniqueConstraint("run_id", "version"),
