@@ -17,6 +17,10 @@ TIME_COLUMNS = {
     "observed_at",
     "recorded_at",
     "not_before",
+    "added_at",
+    "last_synced_at",
+    "last_run_at",
+    "next_poll_at",
 }
 
 

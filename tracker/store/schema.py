@@ -144,3 +144,44 @@ proj_transitions = Table(
 )
 
 PROJECTION_TABLES = (proj_runs, proj_transitions)
+
+# --- sync bookkeeping (operational state, not ledger: rows change as syncs come and go) ---------------
+
+# The threads `tracker sync` polls. ``status``: active, or gone (the API answered 404; not polled until
+# watched again). A lease (owner, until) is a sync's claim on the thread; an expired lease is free.
+watched_threads = Table(
+    "watched_threads",
+    metadata,
+    Column("thread_id", Id, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("added_at", Time, nullable=False),
+    Column("last_synced_at", Time),
+    Column("last_run_at", Time),  # created_at of the newest run seen
+    Column("live_runs", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("gone_at", Time),
+    Column("next_poll_at", Time),  # idle threads are polled less often
+    Column("lease_owner", Integer),  # sync_runs.id of the holder, or of the sync that polled it last
+    Column("lease_until", Time),
+    Index(None, "status", "next_poll_at"),
+)
+
+# One row per `tracker sync`: what it did, for operators and auditors (events carry its id as source).
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", Time, nullable=False),
+    Column("finished_at", Time),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("base_url", Text, nullable=False),
+    Column("threads_polled", Integer, nullable=False),
+    Column("threads_failed", Integer, nullable=False),
+    Column("requests", Integer, nullable=False),
+    Column("retries", Integer, nullable=False),
+    Column("snapshots", Integer, nullable=False),
+    Column("events_appended", Integer, nullable=False),
+    Column("errors", Text),  # JSON list of {"thread_id", "error"}
+    Column("outcome", String(16), nullable=False),  # running, ok, partial, failed, busy
+)

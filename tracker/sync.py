@@ -1,0 +1,229 @@
+"""``tracker sync``: poll the watched threads' runs and feed them through the ledger, once.
+
+Theory of operation. A sync records itself in ``sync_runs`` and then, until no due thread is left (or
+``max_runtime`` has passed), leases a handful of threads, polls them on ``concurrency`` worker threads
+and appends what they returned from this thread, in batches, with ``{"sync": <id>}`` as the events'
+source. Per watched thread (:func:`poll_thread`):
+
+1. list its runs newest first, 100 a page, and stop paging at the first page that reaches a run the
+   ledger already knows as terminal (the list returns whole run objects: those are the snapshots);
+2. retrieve, one by one, the runs the ledger knows as live that the pages did not cover.
+
+A thread where nothing changed therefore costs one request, and appends nothing: the diff finds every
+snapshot unchanged. Two syncs at once split the threads by lease; should they ever poll the same run,
+the ledger's append lock and per-run version make the second one's snapshots unchanged or stale.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy import Engine
+
+from tracker.events import source_json
+from tracker.lifecycle import lifecycle_for
+from tracker.snapshots import Snapshot, SnapshotError, decode_line, read_page_leniently
+from tracker.sources.openai_runs import ApiFailure, Caller, GaveUp, RunsApi, assistants_api_allowed
+from tracker.store.ledger import append_snapshots
+from tracker.store.watchlist import Claimed, ThreadOutcome, claim, due_count, finish_sync, release, start_sync
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    concurrency: int = 8
+    page_size: int = 100
+    lease_s: float = 300.0
+    claim_size: int = 32
+    max_runtime: float | None = None
+    idle_after: float = 7 * 86400.0
+    idle_every: float = 3600.0
+    append_batch: int = 2000
+
+
+@dataclass
+class SyncSummary:
+    """What one sync did (``--json`` prints it as one object)."""
+
+    sync_id: int = 0
+    outcome: str = "ok"  # ok, partial (some threads failed), busy (another sync holds every due thread)
+    threads_polled: int = 0
+    threads_failed: int = 0
+    threads_gone: list[str] = field(default_factory=list)
+    requests: int = 0
+    retries: int = 0
+    snapshots: int = 0
+    events_appended: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)
+    stopped_early: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ThreadPoll:
+    """One thread's snapshots and how polling it ended."""
+
+    snapshots: list[Snapshot]
+    outcome: ThreadOutcome
+
+
+def poll_thread(api: RunsApi, caller: Caller, claimed: Claimed, page_size: int) -> ThreadPoll:
+    """Steps 1 and 2 of the module docstring for one thread."""
+    thread_id = claimed.thread_id
+    known = claimed.known_runs
+    snapshots: list[Snapshot] = []
+    seen: set[str] = set()
+    newest: float | None = None
+    after: str | None = None
+    try:
+        while True:
+            page, arrived_at = caller.call(partial(_listed, api, thread_id, after, page_size))
+            good, bad = read_page_leniently(page, arrived_at)
+            if bad:
+                raise ApiFailure("malformed", f"run list of {thread_id}: {bad[0]}")
+            for snapshot in good:
+                snapshots.append(snapshot)
+                seen.add(snapshot.object_id)
+                newest = max(newest or snapshot.created_at, snapshot.created_at)
+            reached_known_end = any(known.get(snapshot.object_id) for snapshot in good)
+            if reached_known_end or not page.get("has_more") or not good:
+                break
+            after = str(page.get("last_id") or good[-1].object_id)
+        for run_id, terminal in known.items():
+            if terminal or run_id in seen:
+                continue
+            try:
+                body, arrived_at = caller.call(partial(_retrieved, api, thread_id, run_id))
+            except ApiFailure as failure:
+                if failure.kind == "not_found":
+                    continue  # a run the API no longer returns: reported by a later "lost runs" check
+                raise
+            snapshots.extend(read_page_leniently(body, arrived_at)[0])
+    except ApiFailure as failure:
+        if failure.kind == "not_found" and not snapshots:
+            return ThreadPoll([], ThreadOutcome(thread_id, 0, None, error=str(failure), gone=True))
+        return ThreadPoll(snapshots, ThreadOutcome(thread_id, 0, None, error=str(failure)))
+    except GaveUp as gave_up:
+        return ThreadPoll(snapshots, ThreadOutcome(thread_id, 0, None, error=str(gave_up)))
+    live = {snapshot.object_id for snapshot in snapshots if not _terminal(snapshot)}
+    live |= {run_id for run_id, terminal in known.items() if not terminal and run_id not in seen}
+    return ThreadPoll(snapshots, ThreadOutcome(thread_id, len(live), newest))
+
+
+def _terminal(snapshot: Snapshot) -> bool:
+    return lifecycle_for(snapshot.kind).is_terminal(snapshot.status)
+
+
+def public_url(url: str) -> str:
+    """``url`` without user, password, query or fragment: what may be stored and printed."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+def _listed(api: RunsApi, thread_id: str, after: str | None, page_size: int) -> tuple[dict[str, Any], float]:
+    return _page(api.list_runs(thread_id, after, page_size))
+
+
+def _retrieved(api: RunsApi, thread_id: str, run_id: str) -> tuple[dict[str, Any], float]:
+    return _page(api.retrieve_run(thread_id, run_id))
+
+
+def _page(fetched: Any) -> tuple[dict[str, Any], float]:
+    try:
+        document = decode_line(fetched.body)
+    except SnapshotError as exc:
+        raise ApiFailure("malformed", f"response is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ApiFailure("malformed", "response is not a JSON object")
+    return document, fetched.arrived_at
+
+
+def sync(
+    engine: Engine,
+    api: RunsApi,
+    caller: Caller,
+    options: SyncOptions = SyncOptions(),
+    now: Callable[[], float] = time.time,
+    on_progress: Callable[[int], None] = lambda polled: None,
+) -> SyncSummary:
+    """One sync of every due watched thread (see the module docstring)."""
+    summary = SyncSummary()
+    started = now()
+    summary.sync_id = start_sync(engine, started, socket.gethostname(), os.getpid(), public_url(api.base_url))
+    source = source_json({"sync": summary.sync_id})
+    pending: list[Snapshot] = []
+    outcomes: list[ThreadOutcome] = []
+
+    def flush(final: bool = False) -> None:
+        nonlocal pending, outcomes
+        if pending and (final or len(pending) >= options.append_batch):
+            result = append_snapshots(engine, pending, now, source)
+            summary.snapshots += result.snapshots
+            summary.events_appended += result.events_appended
+            pending = []
+        if outcomes and (final or not pending):
+            # Released only once their snapshots are in the ledger.
+            release(engine, summary.sync_id, outcomes, now(), options.idle_after, options.idle_every)
+            outcomes = []
+
+    claimed_any = False
+    with assistants_api_allowed(), ThreadPoolExecutor(options.concurrency, thread_name_prefix="tracker-poll") as pool:
+        while True:
+            if options.max_runtime is not None and now() - started > options.max_runtime:
+                summary.stopped_early = True
+                break
+            batch = claim(engine, summary.sync_id, started, now(), options.lease_s, options.claim_size)
+            if not batch:
+                break
+            claimed_any = True
+            futures: set[Future[ThreadPoll]] = {
+                pool.submit(poll_thread, api, caller, claimed, options.page_size) for claimed in batch
+            }
+            while futures:
+                done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    poll = future.result()
+                    pending.extend(poll.snapshots)
+                    outcomes.append(poll.outcome)
+                    summary.threads_polled += 1
+                    if poll.outcome.gone:
+                        summary.threads_gone.append(poll.outcome.thread_id)
+                    elif poll.outcome.error is not None:
+                        summary.threads_failed += 1
+                        summary.errors.append({"thread_id": poll.outcome.thread_id, "error": poll.outcome.error})
+                    on_progress(summary.threads_polled)
+                flush()
+        flush(final=True)
+    summary.requests, summary.retries = caller.requests, caller.retries
+    if not claimed_any:
+        due, held = due_count(engine, now())
+        if due and held == due:
+            summary.outcome = "busy"
+    if summary.threads_failed:
+        summary.outcome = "partial"
+    finish_sync(
+        engine,
+        summary.sync_id,
+        now(),
+        summary.outcome,
+        summary.errors,
+        threads_polled=summary.threads_polled,
+        threads_failed=summary.threads_failed,
+        requests=summary.requests,
+        retries=summary.retries,
+        snapshots=summary.snapshots,
+        events_appended=summary.events_appended,
+    )
+    return summary
