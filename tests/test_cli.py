@@ -16,7 +16,6 @@ from sqlalchemy import text
 from tracker.cli import cli
 from tracker.store.engine import make_engine
 from tracker.store.migrate import head_revision
-from tracker.synthetic import snapshot_stream
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 DAY = 86_400
@@ -470,7 +469,7 @@ COMMANDS = [
     ["db", "current"],
     ["db", "upgrade"],
     ["ingest", "-"],
-    ["demo", "--runs", "3"],
+    ["demo", "--threads", "3"],
 ]
 
 
@@ -491,36 +490,35 @@ def test_bad_database_url_is_one_line_without_password(
 # -- demo ------------------------------------------------------------------------------------------------
 
 
+DEMO = ["demo", "--threads", "12", "--speed", "1200"]
+
+
 def test_demo_sqlite_in_a_fresh_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    result = tracker("sqlite:///tracker.db", "demo", "--runs", "30")
+    result = tracker("sqlite:///tracker.db", *DEMO)
     assert result.exit_code == 0, result.output
     database = (tmp_path / "tracker.db").resolve()
     assert database.is_file()
     assert f"\ndatabase: {database}\n" in result.stdout
-    assert (tmp_path / "demo-snapshots.jsonl").is_file()
-    assert "wrote " in result.stdout and "(30 runs)" in result.stdout
-    assert "re-ingest (idempotent):" in result.stdout
-    assert ", 0 events appended" in result.stdout.split("re-ingest (idempotent):")[1].splitlines()[0]
+    assert "simulated Assistants API on http://127.0.0.1:" in result.stdout
+    assert "(12 threads, 36 runs)" in result.stdout
+    # Once every run has ended, a sync costs a request per thread and appends nothing.
+    assert "one more sync once every run had ended: 12 requests, 0 events appended" in result.stdout
     assert "chain intact" in result.stdout
-    assert len(json_out(tracker("sqlite:///tracker.db", "runs", "list", "--format", "json"))) == 30
+    runs = json_out(tracker("sqlite:///tracker.db", "runs", "list", "--format", "json"))
+    assert len(runs) == 36
+    assert all(run["is_terminal"] for run in runs)
 
 
 def test_demo(db_url: str, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    result = tracker(db_url, "demo", "--runs", "30")
+    result = tracker(db_url, *DEMO)
     assert result.exit_code == 0, result.output
     assert "chain intact" in result.stdout
     shown = str(tmp_path / "tracker.db") if backend == "sqlite" else db_url
     assert f"\ndatabase: {shown}\n" in result.stdout
     assert json_out(tracker(db_url, "audit", "verify", "--format", "json"))["ok"] is True
-    assert len(json_out(tracker(db_url, "runs", "list", "--format", "json"))) == 30
-
-
-def test_demo_matches_the_synthetic_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    assert tracker("sqlite:///tracker.db", "demo", "--runs", "5", "--seed", "3").exit_code == 0
-    written = (tmp_path / "demo-snapshots.jsonl").read_text().splitlines()
-    assert [json.loads(line) for line in written] == list(snapshot_stream(5, seed=3))
+    assert len(json_out(tracker(db_url, "runs", "list", "--format", "json"))) == 36
+    assert [row["thread_id"] for row in json_out(tracker(db_url, "watched", "--format", "json"))] != []

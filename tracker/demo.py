@@ -1,25 +1,32 @@
-"""``tracker demo``: generate a realistic snapshot file, ingest it (twice, to show idempotency) and
-print what the ledger makes of it, with the SQL to explore further.
+"""``tracker demo``: the whole job on this machine, against a simulated API on 127.0.0.1.
 
-Until the API sync lands, the snapshots come from :mod:`tracker.synthetic` rather than a simulator.
+It starts the simulator (:mod:`tracker.simulator`) in this process on a free loopback port, with a few
+hundred threads whose runs were created over the last few simulated minutes, watches them, and runs
+``tracker sync`` cycles through the official SDK while simulated time runs 60 times faster than real
+time, until every run has ended; one more sync then shows that a sync in which nothing changed appends
+nothing. It ends with what the ledger makes of it and the SQL to explore further.
+
+The tracker's clock is the simulator's here, so the API's timestamps and the observation times agree.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import make_url
+import openai
+from sqlalchemy import Engine, func, make_url, select
 
 from tracker.cli.render import emit_table
-from tracker.ingest import ingest_lines
-from tracker.store import queries
+from tracker.simulator import SimulatedClock, SimulatorServer, World
+from tracker.sources.openai_runs import Caller, RateLimiter, RunsApi
+from tracker.store import queries, watchlist
 from tracker.store.audit import verify_chain
 from tracker.store.engine import safe_url
-from tracker.synthetic import snapshot_stream
+from tracker.store.schema import proj_runs
+from tracker.sync import SyncOptions, SyncSummary, sync
 
 if TYPE_CHECKING:
     from tracker.cli.base import Context
@@ -30,28 +37,74 @@ QUERIES = (
     "ORDER BY total_s DESC LIMIT 10;",
     "SELECT day, model, error_code, runs FROM error_stats WHERE error_code IS NOT NULL ORDER BY runs DESC;",
 )
+SPEED = 60.0  # simulated seconds per real second (default)
+RUNS_PER_THREAD = 3
+HISTORY_S = 300.0  # runs were created over the last five simulated minutes
+PAUSE_S = 0.25  # real seconds between syncs
+MAX_CYCLES = 400  # about two simulated hours: every run has ended (expired at worst) long before
 
 
-def run_demo(context: Context, run_count: int, seed: int) -> None:
-    url = make_url(context.database_url)
-    folder = Path(url.database).resolve().parent if url.get_backend_name() == "sqlite" and url.database else Path()
-    sample = folder / "demo-snapshots.jsonl"
-    with sample.open("w", encoding="utf-8") as handle:
-        for record in snapshot_stream(run_count, seed=seed):
-            handle.write(json.dumps(record) + "\n")
-    click.echo(f"wrote {sample} ({run_count} runs)")
-
+def run_demo(context: Context, thread_count: int, seed: int, speed: float = SPEED) -> None:
     engine = context.engine
-    for attempt in ("ingest", "re-ingest (idempotent)"):
-        started = time.perf_counter()
-        with sample.open("rb") as lines:
-            summary = ingest_lines(engine, lines, time.time, source={"ingest": str(sample)})
-        click.echo(
-            f"{attempt}: {summary.snapshots} snapshots, {summary.applied} applied, {summary.unchanged} unchanged, "
-            f"{summary.stale} stale, {summary.events_appended} events appended "
-            f"in {time.perf_counter() - started:.2f}s"
-        )
+    clock = SimulatedClock(time.time(), speed=speed)
+    world = World(seed=seed, clock=clock)
+    threads = world.populate(thread_count, RUNS_PER_THREAD, history_s=HISTORY_S)
+    total_runs = thread_count * RUNS_PER_THREAD
+    with SimulatorServer(world) as server:
+        click.echo(f"simulated Assistants API on {server.base_url} ({thread_count} threads, {total_runs} runs)")
+        added, _ = watchlist.watch(engine, threads, clock.now())
+        click.echo(f"watching {added} threads")
+        client = openai.OpenAI(base_url=server.base_url, api_key="sk-demo-not-a-real-key", max_retries=0)
+        try:
+            api = RunsApi(client, clock=clock.now)
+            totals = _follow(engine, api, clock, threads, total_runs)
+            final = sync(engine, api, Caller(RateLimiter(None)), SyncOptions(), now=clock.now)
+        finally:
+            client.close()
+    click.echo(
+        f"{totals['syncs']:.0f} syncs: {totals['requests']:.0f} requests, {totals['events']:.0f} events appended in "
+        f"{totals['seconds']:.1f} s; one more sync once every run had ended: {final.requests} requests, "
+        f"{final.events_appended} events appended"
+    )
+    _report(context, engine)
 
+
+def _follow(
+    engine: Engine, api: RunsApi, clock: SimulatedClock, threads: list[str], total_runs: int
+) -> dict[str, float]:
+    """Sync until every run has ended, with a progress bar of ended runs."""
+    started = time.perf_counter()
+    totals = {"syncs": 0.0, "requests": 0.0, "events": 0.0}
+    ended = 0
+    with click.progressbar(length=total_runs, label="following runs to their end") as bar:
+        for _ in range(MAX_CYCLES):
+            summary: SyncSummary = sync(engine, api, Caller(RateLimiter(None)), SyncOptions(), now=clock.now)
+            totals["syncs"] += 1
+            totals["requests"] += summary.requests
+            totals["events"] += summary.events_appended
+            now_ended = _ended_runs(engine, threads)
+            bar.update(now_ended - ended)
+            ended = now_ended
+            if ended >= total_runs:
+                break
+            time.sleep(PAUSE_S)
+    totals["seconds"] = time.perf_counter() - started
+    return totals
+
+
+def _ended_runs(engine: Engine, threads: list[str]) -> int:
+    """Runs of ``threads`` whose projected status is terminal."""
+    ended = 0
+    with engine.connect() as connection:
+        for start in range(0, len(threads), 500):
+            query = select(func.count()).where(
+                proj_runs.c.is_terminal.is_(True), proj_runs.c.thread_id.in_(threads[start : start + 500])
+            )
+            ended += int(connection.execute(query).scalar_one())
+    return ended
+
+
+def _report(context: Context, engine: Engine) -> None:
     click.echo("\nruns by status:")
     emit_table([{"status": status, "runs": runs} for status, runs in queries.status_counts(engine).items()])
     click.echo("\nseconds per status (p50/p90/p99 over runs):")
@@ -60,6 +113,7 @@ def run_demo(context: Context, run_count: int, seed: int) -> None:
     emit_table([row for row in queries.error_stats(engine) if row["error_code"] is not None])
     report = verify_chain(engine)
     click.echo(f"\naudit: {report.events} events, chain {'intact' if report.ok else 'BROKEN'}")
+    url = make_url(context.database_url)
     location = str(Path(url.database).resolve()) if url.get_backend_name() == "sqlite" and url.database else ""
     click.echo(f"\ndatabase: {location or safe_url(context.database_url)}")
     click.echo("explore it (sqlite3 or any SQL client):")

@@ -161,18 +161,21 @@ def db_current(obj: Context) -> None:
 
 @cli.command()
 @click.option(
-    "--runs",
-    "run_count",
-    type=click.IntRange(min=1, max=100_000),
+    "--threads",
+    "thread_count",
+    type=click.IntRange(min=1, max=5_000),
     default=300,
     show_default=True,
-    help="How many runs to generate.",
+    help="How many simulated threads (3 runs each).",
 )
-@click.option("--seed", type=int, default=7, show_default=True, help="Random seed (same seed, same snapshots).")
+@click.option("--seed", type=int, default=7, show_default=True, help="Random seed (same seed, same world).")
+@click.option(
+    "--speed", type=click.FloatRange(min=1), default=60, show_default=True, help="Simulated seconds per real second."
+)
 @click.pass_obj
-def demo(obj: Context, run_count: int, seed: int) -> None:
-    """Ingest a generated, realistic snapshot stream and show what the ledger makes of it."""
+def demo(obj: Context, thread_count: int, seed: int, speed: float) -> None:
+    """Sync a simulated OpenAI-compatible API on 127.0.0.1 until every run has ended, then report."""
     from tracker.demo import run_demo
 
     _ = obj.engine  # a bad database is one line of error before the demo writes anything
-    run_demo(obj, run_count, seed)
+    run_demo(obj, thread_count, seed, speed)
