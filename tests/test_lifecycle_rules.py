@@ -13,13 +13,16 @@ from typing import Any
 
 import pytest
 
-from tracker.diff import diff_snapshot
+from tracker.diff import Signal, diff_signal, diff_snapshot
 from tracker.events import (
     FIELDS_CHANGED,
     FIRST_SEEN,
     GENESIS_HASH,
     LATE_OBSERVATION,
     PAYLOAD_REF,
+    POLL_GAP,
+    RUN_LOST,
+    RUN_STALE,
     STATUS_ANOMALY,
     STATUS_CHANGED,
     Event,
@@ -913,3 +916,66 @@ def test_state_stored_before_observations_were_kept_still_loads() -> None:
     assert RunState.from_json(stored) == state
     del stored["observations"]
     assert RunState.from_json(stored).observations == []
+
+
+# --- stuck and lost runs, poll gaps ----------------------------------------------------------------------
+
+EXPIRES = C + 600
+
+
+def test_a_run_live_well_past_its_expires_at_gets_one_run_stale_event() -> None:
+    ledger = Ledger()
+    ledger.feed(snap("in_progress", C + 5, started_at=C + 1, expires_at=EXPIRES))
+    assert types(ledger.feed(snap("in_progress", EXPIRES + 300, started_at=C + 1, expires_at=EXPIRES)).events) == []
+    stuck = ledger.feed(snap("in_progress", EXPIRES + 301, started_at=C + 1, expires_at=EXPIRES))
+    assert types(stuck.events) == [RUN_STALE]
+    assert stuck.events[0].data == {
+        "reason": "past_expires_at",
+        "deadline": EXPIRES,
+        "status": "in_progress",
+        "overdue_s": 301.0,
+    }
+    assert state_of(stuck).stale == "past_expires_at"
+    # Said once: the same stuck run polled again appends nothing.
+    assert ledger.feed(snap("in_progress", EXPIRES + 900, started_at=C + 1, expires_at=EXPIRES)).events == []
+
+
+def test_a_stale_run_that_moves_again_is_no_longer_stale() -> None:
+    ledger = Ledger()
+    ledger.feed(snap("in_progress", EXPIRES + 400, started_at=C + 1, expires_at=EXPIRES))
+    ended = ledger.feed(snap("expired", EXPIRES + 500, started_at=C + 1, expires_at=None))
+    assert STATUS_CHANGED in types(ended.events)
+    assert RUN_STALE not in types(ended.events)
+    assert state_of(ended).stale is None
+
+
+def test_the_first_snapshot_of_an_overdue_run_already_says_so() -> None:
+    fed = feed(snap("requires_action", EXPIRES + 1000, started_at=C + 1, expires_at=EXPIRES))
+    assert types(fed.events)[-1] == RUN_STALE
+
+
+def test_a_lost_run_is_recorded_once_and_an_ended_one_never() -> None:
+    ledger = Ledger()
+    ledger.feed(snap("in_progress", C + 5, started_at=C + 1))
+    state = ledger.states["run_a"]
+    lost = Signal("thread.run", "run_a", "thread_a", RUN_LOST, C + 60, {"reason": "not_found"})
+    [draft] = diff_signal(state, lost)
+    assert (draft.event_type, draft.version, draft.occurred_at) == (RUN_LOST, state.version + 1, C + 60)
+    event = seal(draft, len(ledger.log) + 1, RECORDED_AT, ledger.log[-1].hash, '{"sync":1}')
+    state = apply_event(state, event)
+    assert state.stale == "not_found"
+    assert diff_signal(state, lost) == []
+    ended = Ledger()
+    ended.feed(snap("completed", C + 5, started_at=C + 1, completed_at=C + 4))
+    assert diff_signal(ended.states["run_a"], lost) == []
+    assert diff_signal(None, lost) == []
+
+
+def test_a_poll_gap_is_recorded_for_a_live_run_but_not_before_what_was_seen() -> None:
+    ledger = Ledger()
+    ledger.feed(snap("in_progress", C + 5, started_at=C + 1))
+    state = ledger.states["run_a"]
+    gap = Signal("thread.run", "run_a", "thread_a", POLL_GAP, C + 900, {"since": C + 5, "until": C + 900})
+    assert [draft.event_type for draft in diff_signal(state, gap)] == [POLL_GAP]
+    older = Signal("thread.run", "run_a", "thread_a", POLL_GAP, C + 1, {"since": C, "until": C + 1})
+    assert diff_signal(state, older) == []

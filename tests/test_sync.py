@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,10 +16,13 @@ import openai
 import pytest
 from sqlalchemy import Engine, func, select, text
 
+from tracker.events import POLL_GAP, RUN_LOST
+from tracker.ingest import ingest_lines
 from tracker.simulator import Faults, ManualClock, SimulatorServer, Trigger, World
 from tracker.sources.openai_runs import Caller, RateLimiter, RunsApi
 from tracker.store import watchlist
 from tracker.store.audit import verify_chain
+from tracker.store.queries import list_runs
 from tracker.store.schema import proj_runs, run_events, sync_runs
 from tracker.sync import SyncOptions, SyncSummary, sync
 
@@ -169,9 +173,12 @@ def test_server_errors_and_malformed_bodies_are_retried(engine: Engine, api: Api
 
 def test_two_syncs_at_once_split_the_threads_and_duplicate_nothing(engine: Engine, api: Api) -> None:
     watchlist.watch(engine, api.world.populate(24, 3), START)
+    api.server.latency_s = 0.02  # so that neither sync finishes a thread before the other has started
     results: list[SyncSummary] = []
+    start = threading.Barrier(2)
 
     def one() -> None:
+        start.wait()
         results.append(api.sync(engine, claim_size=4, concurrency=2))
 
     workers = [threading.Thread(target=one) for _ in range(2)]
@@ -198,3 +205,59 @@ def test_the_api_key_reaches_neither_the_database_nor_the_summary(engine: Engine
         for table in ("run_events", "run_payloads", "proj_runs", "sync_runs", "watched_threads"):
             for row in connection.execute(text(f"SELECT * FROM {table}")):
                 assert API_KEY not in str(tuple(row)), table
+
+
+def _event_types(engine: Engine, run_id: str) -> list[str]:
+    with engine.connect() as connection:
+        query = select(run_events.c.event_type).where(run_events.c.run_id == run_id).order_by(run_events.c.seq)
+        return list(connection.execute(query).scalars())
+
+
+def test_a_live_run_the_api_no_longer_returns_is_recorded_lost_once_and_listed_stale(engine: Engine, api: Api) -> None:
+    [thread] = api.world.populate(1, 1)
+    # Known to the ledger as live (from an earlier ingest), unknown to the server. Syncs here run on the
+    # real clock, so the ghost was seen a little before now.
+    now = time.time()
+    ghost = {"id": "run_ghost", "object": "thread.run", "thread_id": thread, "created_at": int(now) - 60}
+    line = json.dumps({"observed_at": now - 30, "run": {**ghost, "status": "in_progress"}}).encode()
+    assert ingest_lines(engine, [line], lambda: now, source={"ingest": "test"}).events_appended > 0
+    watchlist.watch(engine, [thread], START)
+    first = api.sync(engine)
+    assert first.outcome == "ok"
+    assert _event_types(engine, "run_ghost")[-1] == RUN_LOST
+    assert [run["run_id"] for run in list_runs(engine, stale=True)] == ["run_ghost"]
+    assert list_runs(engine, stale=True)[0]["stale_reason"] == "not_found"
+    before = _events(engine)
+    api.sync(engine)
+    assert _events(engine) == before  # said once
+
+
+def test_a_sync_long_after_the_last_one_records_a_poll_gap_on_each_live_run(engine: Engine, api: Api) -> None:
+    threads = api.world.populate(3, 2, history_s=5.0)  # young runs: still live
+    watchlist.watch(engine, threads, START)
+    clock = [START]
+    client = api.client()
+    try:
+        runs_api = RunsApi(client, clock=lambda: clock[0])
+        caller = Caller(RateLimiter(None), sleep=lambda s: None)
+        sync(engine, runs_api, caller, SyncOptions(cadence=60.0), now=lambda: clock[0])
+        with engine.connect() as connection:
+            live = set(
+                connection.execute(select(proj_runs.c.run_id).where(proj_runs.c.is_terminal.is_(False))).scalars()
+            )
+        assert live
+        clock[0] += 80  # within 1.5 cadences: no gap
+        sync(engine, runs_api, caller, SyncOptions(cadence=60.0), now=lambda: clock[0])
+        with engine.connect() as connection:
+            assert connection.execute(select(func.count()).where(run_events.c.event_type == POLL_GAP)).scalar_one() == 0
+        clock[0] += 600  # cron missed its window
+        sync(engine, runs_api, caller, SyncOptions(cadence=60.0), now=lambda: clock[0])
+    finally:
+        client.close()
+    with engine.connect() as connection:
+        gaps = connection.execute(
+            select(run_events.c.run_id, run_events.c.data).where(run_events.c.event_type == POLL_GAP)
+        ).all()
+    assert {run_id for run_id, _ in gaps} == live
+    assert all(data["until"] - data["since"] == 600 for _, data in gaps)
+    assert verify_chain(engine).ok

@@ -19,6 +19,8 @@ from tracker.events import (
     FIELDS_CHANGED,
     FIRST_SEEN,
     LATE_OBSERVATION,
+    RUN_LOST,
+    RUN_STALE,
     STATUS_ANOMALY,
     STATUS_CHANGED,
     EventDraft,
@@ -53,6 +55,80 @@ class _Cursor:
 
 def diff_snapshot(state: RunState | None, snapshot: Snapshot, watermark: float | None = None) -> Diff:
     """Decide which events ``snapshot`` adds to a run whose history folds to ``state``."""
+    result = _diff_snapshot(state, snapshot, watermark)
+    if result.outcome != "stale":
+        _note_overdue(state, snapshot, result)
+    return result
+
+
+def _note_overdue(state: RunState | None, snapshot: Snapshot, result: Diff) -> None:
+    """A run still live well past its deadline gets one ``run_stale`` event (until its status changes)."""
+    lifecycle = lifecycle_for(snapshot.kind)
+    if lifecycle.deadline is None or lifecycle.is_terminal(snapshot.status):
+        return
+    if state is not None and state.status is not None and lifecycle.is_terminal(state.status):
+        return
+    moved = any(draft.event_type == STATUS_CHANGED for draft in result.events)
+    if state is not None and state.stale is not None and not moved:
+        return  # already said
+    deadline = _latest_deadline(lifecycle, snapshot, None if state is None else state.latest_deadline)
+    if deadline is None or snapshot.observed_at <= deadline + lifecycle.deadline.overdue_after_s:
+        return
+    version = result.events[-1].version if result.events else (0 if state is None else state.version)
+    drafts = _Drafts(snapshot, version)
+    drafts.add(
+        RUN_STALE,
+        snapshot.observed_at,
+        {
+            "reason": "past_expires_at",
+            "deadline": json_time(deadline),
+            "status": snapshot.status,
+            "overdue_s": round(snapshot.observed_at - deadline, 3),
+        },
+    )
+    result.events.extend(drafts.events)
+    result.outcome = "applied"
+
+
+@dataclass(frozen=True)
+class Signal:
+    """Something a poller learned about a run without a snapshot of it (``run_lost``, ``poll_gap``)."""
+
+    kind: str
+    object_id: str
+    group_id: str
+    event_type: str
+    observed_at: float
+    data: dict[str, Any]
+
+
+def diff_signal(state: RunState | None, signal: Signal) -> list[EventDraft]:
+    """The events a signal adds: none for an unknown or ended run, nor for a loss already recorded."""
+    if state is None:
+        return []
+    lifecycle = lifecycle_for(signal.kind)
+    if state.status is not None and lifecycle.is_terminal(state.status):
+        return []
+    if signal.event_type == RUN_LOST and state.stale == signal.data.get("reason"):
+        return []
+    if signal.observed_at < (state.last_observed_at or 0.0):
+        return []  # older than what the ledger already saw: it says nothing new
+    version = state.version + 1
+    return [
+        EventDraft(
+            signal.kind,
+            signal.object_id,
+            signal.group_id,
+            version,
+            signal.event_type,
+            signal.observed_at,
+            signal.observed_at,
+            signal.data,
+        )
+    ]
+
+
+def _diff_snapshot(state: RunState | None, snapshot: Snapshot, watermark: float | None) -> Diff:
     lifecycle = lifecycle_for(snapshot.kind)
     fields, payloads = split_sensitive(snapshot.body, lifecycle.sensitive_fields)
     if state is None:

@@ -32,7 +32,13 @@ STATUS_CHANGED: Final = "status_changed"
 FIELDS_CHANGED: Final = "fields_changed"
 STATUS_ANOMALY: Final = "status_anomaly"
 LATE_OBSERVATION: Final = "late_observation"
-EVENT_TYPES: Final = frozenset({FIRST_SEEN, STATUS_CHANGED, FIELDS_CHANGED, STATUS_ANOMALY, LATE_OBSERVATION})
+# Visibility of runs that stop moving or vanish, and of polls that came late (tracker sync):
+RUN_STALE: Final = "run_stale"  # still live well past its deadline (expires_at)
+RUN_LOST: Final = "run_lost"  # the API no longer returns a run the ledger knows as live (404)
+POLL_GAP: Final = "poll_gap"  # the run was not polled for longer than the configured cadence
+EVENT_TYPES: Final = frozenset(
+    {FIRST_SEEN, STATUS_CHANGED, FIELDS_CHANGED, STATUS_ANOMALY, LATE_OBSERVATION, RUN_STALE, RUN_LOST, POLL_GAP}
+)
 
 PAYLOAD_REF: Final = "$payload"
 

@@ -31,10 +31,14 @@ from functools import cached_property
 
 @dataclass(frozen=True)
 class Deadline:
-    """A status entered at a deadline carried by the object (``expired`` at ``expires_at``)."""
+    """A status entered at a deadline carried by the object (``expired`` at ``expires_at``).
+
+    An object still live ``overdue_after_s`` past its deadline is stale: the API should have ended it.
+    """
 
     status: str
     field: str
+    overdue_after_s: float = 300.0
 
 
 @dataclass(frozen=True)

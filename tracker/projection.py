@@ -17,6 +17,8 @@ from tracker.events import (
     FIELDS_CHANGED,
     FIRST_SEEN,
     LATE_OBSERVATION,
+    RUN_LOST,
+    RUN_STALE,
     STATUS_ANOMALY,
     STATUS_CHANGED,
     Event,
@@ -54,6 +56,8 @@ class RunState:
     late_keys: list[str] = field(default_factory=list)
     # (observed_at, status) each time a snapshot showed the run in a new status (the observed history).
     observations: list[tuple[float, str]] = field(default_factory=list)
+    # Why the run looks stuck or gone (run_stale / run_lost), until its status changes again.
+    stale: str | None = None
     # Not state: the fingerprint of ``fields``, computed when first asked for (see fields_fingerprint).
     fields_key: bytes | None = field(default=None, compare=False, repr=False)
 
@@ -145,7 +149,10 @@ def apply_event(state: RunState | None, event: Event, delta: ProjectionDelta | N
         state.observed_status = data["observed_status"]
         state.observations.append((event.observed_at, data["observed_status"]))
     elif event.event_type == STATUS_CHANGED:
+        state.stale = None
         _apply_transition(state, event, lifecycle, delta)
+    elif event.event_type in (RUN_STALE, RUN_LOST):
+        state.stale = data["reason"]
     return state
 
 

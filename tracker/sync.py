@@ -28,7 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import Engine
 
-from tracker.events import source_json
+from tracker.diff import Signal
+from tracker.events import POLL_GAP, RUN_LOST, source_json
 from tracker.lifecycle import lifecycle_for
 from tracker.snapshots import Snapshot, SnapshotError, decode_line, read_page_leniently
 from tracker.sources.openai_runs import ApiFailure, Caller, GaveUp, RunsApi, assistants_api_allowed
@@ -46,6 +47,9 @@ class SyncOptions:
     idle_after: float = 7 * 86400.0
     idle_every: float = 3600.0
     append_batch: int = 2000
+    # Expected seconds between syncs (cron's period). A thread polled more than 1.5 cadences after its
+    # last sync gets a poll_gap event on each of its live runs: what happened in between is only bounded.
+    cadence: float | None = 60.0
 
 
 @dataclass
@@ -70,16 +74,20 @@ class SyncSummary:
 
 @dataclass
 class ThreadPoll:
-    """One thread's snapshots and how polling it ended."""
+    """One thread's snapshots, what was learned without a snapshot, and how polling it ended."""
 
     snapshots: list[Snapshot]
     outcome: ThreadOutcome
+    signals: list[Signal] = field(default_factory=list)
 
 
-def poll_thread(api: RunsApi, caller: Caller, claimed: Claimed, page_size: int) -> ThreadPoll:
+def poll_thread(
+    api: RunsApi, caller: Caller, claimed: Claimed, page_size: int, cadence: float | None = None
+) -> ThreadPoll:
     """Steps 1 and 2 of the module docstring for one thread."""
     thread_id = claimed.thread_id
     known = claimed.known_runs
+    signals = _poll_gaps(claimed, api.now(), cadence)
     snapshots: list[Snapshot] = []
     seen: set[str] = set()
     newest: float | None = None
@@ -104,19 +112,36 @@ def poll_thread(api: RunsApi, caller: Caller, claimed: Claimed, page_size: int) 
             try:
                 body, arrived_at = caller.call(partial(_retrieved, api, thread_id, run_id))
             except ApiFailure as failure:
-                if failure.kind == "not_found":
-                    continue  # a run the API no longer returns: reported by a later "lost runs" check
+                if failure.kind == "not_found":  # a live run the API no longer returns
+                    signals.append(Signal(RUN_KIND, run_id, thread_id, RUN_LOST, api.now(), {"reason": "not_found"}))
+                    continue
                 raise
             snapshots.extend(read_page_leniently(body, arrived_at)[0])
     except ApiFailure as failure:
         if failure.kind == "not_found" and not snapshots:
             return ThreadPoll([], ThreadOutcome(thread_id, 0, None, error=str(failure), gone=True))
-        return ThreadPoll(snapshots, ThreadOutcome(thread_id, 0, None, error=str(failure)))
+        return ThreadPoll(snapshots, ThreadOutcome(thread_id, 0, None, error=str(failure)), signals)
     except GaveUp as gave_up:
-        return ThreadPoll(snapshots, ThreadOutcome(thread_id, 0, None, error=str(gave_up)))
+        return ThreadPoll(snapshots, ThreadOutcome(thread_id, 0, None, error=str(gave_up)), signals)
     live = {snapshot.object_id for snapshot in snapshots if not _terminal(snapshot)}
-    live |= {run_id for run_id, terminal in known.items() if not terminal and run_id not in seen}
-    return ThreadPoll(snapshots, ThreadOutcome(thread_id, len(live), newest))
+    lost = {signal.object_id for signal in signals if signal.event_type == RUN_LOST}
+    live |= {run_id for run_id, terminal in known.items() if not terminal and run_id not in seen | lost}
+    return ThreadPoll(snapshots, ThreadOutcome(thread_id, len(live), newest), signals)
+
+
+RUN_KIND = "thread.run"
+
+
+def _poll_gaps(claimed: Claimed, now: float, cadence: float | None) -> list[Signal]:
+    """A ``poll_gap`` for each live run of a thread last synced more than 1.5 cadences ago."""
+    if cadence is None or claimed.last_synced_at is None or now - claimed.last_synced_at <= 1.5 * cadence:
+        return []
+    data = {"since": claimed.last_synced_at, "until": round(now, 3), "cadence_s": cadence}
+    return [
+        Signal(RUN_KIND, run_id, claimed.thread_id, POLL_GAP, round(now, 3), dict(data))
+        for run_id, terminal in sorted(claimed.known_runs.items())
+        if not terminal
+    ]
 
 
 def _terminal(snapshot: Snapshot) -> bool:
@@ -164,16 +189,17 @@ def sync(
     summary.sync_id = start_sync(engine, started, socket.gethostname(), os.getpid(), public_url(api.base_url))
     source = source_json({"sync": summary.sync_id})
     pending: list[Snapshot] = []
+    signals: list[Signal] = []
     outcomes: list[ThreadOutcome] = []
 
     def flush(final: bool = False) -> None:
-        nonlocal pending, outcomes
-        if pending and (final or len(pending) >= options.append_batch):
-            result = append_snapshots(engine, pending, now, source)
+        nonlocal pending, signals, outcomes
+        if (pending or signals) and (final or len(pending) >= options.append_batch):
+            result = append_snapshots(engine, pending, now, source, signals)
             summary.snapshots += result.snapshots
             summary.events_appended += result.events_appended
-            pending = []
-        if outcomes and (final or not pending):
+            pending, signals = [], []
+        if outcomes and (final or not (pending or signals)):
             # Released only once their snapshots are in the ledger.
             release(engine, summary.sync_id, outcomes, now(), options.idle_after, options.idle_every)
             outcomes = []
@@ -189,13 +215,14 @@ def sync(
                 break
             claimed_any = True
             futures: set[Future[ThreadPoll]] = {
-                pool.submit(poll_thread, api, caller, claimed, options.page_size) for claimed in batch
+                pool.submit(poll_thread, api, caller, claimed, options.page_size, options.cadence) for claimed in batch
             }
             while futures:
                 done, futures = wait(futures, return_when=FIRST_COMPLETED)
                 for future in done:
                     poll = future.result()
                     pending.extend(poll.snapshots)
+                    signals.extend(poll.signals)
                     outcomes.append(poll.outcome)
                     summary.threads_polled += 1
                     if poll.outcome.gone:

@@ -42,6 +42,7 @@ def runs() -> None:
 @click.option("--thread", "thread_id", help="Only runs of this thread.")
 @click.option("--model", help="Only runs of this model.")
 @click.option("--since", help="Only runs created at or after this time (ISO-8601 or epoch seconds).")
+@click.option("--stale", is_flag=True, help="Only live runs that look stuck (past expires_at) or lost (404).")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many runs.")
 @format_option
 @click.pass_obj
@@ -51,17 +52,18 @@ def runs_list(
     thread_id: str | None,
     model: str | None,
     since: str | None,
+    stale: bool,
     limit: int,
     output_format: str,
 ) -> None:
     """Runs, newest first."""
     rows = queries.list_runs(
-        obj.engine, status=status, thread_id=thread_id, model=model, since=_since(since), limit=limit
+        obj.engine, status=status, thread_id=thread_id, model=model, since=_since(since), stale=stale, limit=limit
     )
     if output_format == "json":
         emit_json(rows)
     else:
-        emit_table(rows, LIST_COLUMNS)
+        emit_table(rows, [*LIST_COLUMNS, "stale_reason"] if stale else LIST_COLUMNS)
 
 
 @runs.command("show")

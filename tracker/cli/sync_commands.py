@@ -75,6 +75,8 @@ def watched(obj: Context, output_format: str) -> None:
               help="Seconds without a new run after which a thread with no live run is polled hourly.")  # fmt: skip
 @click.option("--max-retry-wait", type=click.FloatRange(min=0), default=120, show_default=True,
               help="A thread whose server asks to wait longer is skipped for this sync.")  # fmt: skip
+@click.option("--cadence", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True,
+              help="Seconds between syncs (cron's period): a longer gap is recorded as poll_gap events.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.pass_obj
 def sync_command(
@@ -84,6 +86,7 @@ def sync_command(
     max_runtime: float | None,
     idle_after: float,
     max_retry_wait: float,
+    cadence: float,
     as_json: bool,
 ) -> None:
     """Poll the runs of every watched thread once and append what changed.
@@ -98,7 +101,7 @@ def sync_command(
     client = openai.OpenAI(max_retries=0, timeout=30.0)
     try:
         caller = Caller(RateLimiter(max_rps), max_wait=max_retry_wait)
-        options = SyncOptions(concurrency=concurrency, max_runtime=max_runtime, idle_after=idle_after)
+        options = SyncOptions(concurrency=concurrency, max_runtime=max_runtime, idle_after=idle_after, cadence=cadence)
         summary = sync(obj.engine, RunsApi(client), caller, options)
     finally:
         client.close()

@@ -104,6 +104,10 @@ class RunsApi:
     def api_key(self) -> str:
         return str(self._client.api_key)
 
+    def now(self) -> float:
+        """The clock that dates responses (observation times)."""
+        return self._clock()
+
     def list_runs(self, thread_id: str, after: str | None, limit: int) -> Fetched:
         """One page of a thread's runs, newest first, after the run id ``after``."""
         runs = self._client.beta.threads.runs.with_raw_response

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 
-from tracker.diff import diff_snapshot
+from tracker.diff import Signal, diff_signal, diff_snapshot
 from tracker.errors import IntegrityError
 from tracker.events import GENESIS_HASH, Event, canonical_json, seal
 from tracker.lifecycle import lifecycle_for
@@ -50,16 +50,21 @@ class AppendSummary:
 
 
 def append_snapshots(
-    engine: Engine, snapshots: Sequence[Snapshot], now: Callable[[], float], source: str
+    engine: Engine,
+    snapshots: Sequence[Snapshot],
+    now: Callable[[], float],
+    source: str,
+    signals: Sequence[Signal] = (),
 ) -> AppendSummary:
     """Diff ``snapshots`` (in order) against the ledger and append what they reveal, atomically.
 
     ``source`` (:func:`tracker.events.source_json`) says where they came from; every event carries it.
+    ``signals`` (a poller's ``poll_gap`` / ``run_lost``) are applied first, in the same transaction.
     """
     try:
         with begin_write(engine) as connection:
             # To the millisecond like every stored time, so both databases hold (and print) it alike.
-            return _append(connection, snapshots, round_time(now()), source)
+            return _append(connection, snapshots, round_time(now()), source, signals)
     except DatabaseIntegrityError as exc:
         raise IntegrityError(f"the database refused an append: {exc.orig}") from exc
     except engine.dialect.dbapi.IntegrityError as exc:  # type: ignore[union-attr]  # from the bulk writes
@@ -70,9 +75,15 @@ _PAYLOAD_COLUMNS = ("run_id", "digest", "field", "body")
 _WATERMARK_COLUMNS = ("run_id", "last_observed_at")
 
 
-def _append(connection: Connection, snapshots: Sequence[Snapshot], recorded_at: float, source: str) -> AppendSummary:
+def _append(
+    connection: Connection,
+    snapshots: Sequence[Snapshot],
+    recorded_at: float,
+    source: str,
+    signals: Sequence[Signal] = (),
+) -> AppendSummary:
     summary = AppendSummary(snapshots=len(snapshots))
-    run_ids = list(dict.fromkeys(snapshot.object_id for snapshot in snapshots))
+    run_ids = list(dict.fromkeys([*(signal.object_id for signal in signals), *(s.object_id for s in snapshots)]))
     states: dict[str, RunState] = load_states(connection, run_ids)
     existing_runs = set(states)
     watermarks = _load_watermarks(connection, run_ids)
@@ -95,6 +106,16 @@ def _append(connection: Connection, snapshots: Sequence[Snapshot], recorded_at: 
         rows, delta = [], ProjectionDelta()
 
     with ConnectionWorker(connection) as writer:
+        for signal in signals:
+            signal_state = states.get(signal.object_id)
+            for draft in diff_signal(signal_state, signal):
+                head_seq += 1
+                event = seal(draft, head_seq, recorded_at, head_hash, source)
+                head_hash = event.hash
+                signal_state = apply_event(signal_state, event, delta)
+                rows.append(event_row(event))
+                states[signal.object_id] = signal_state
+                touched.add(signal.object_id)
         for snapshot in snapshots:
             run_id = snapshot.object_id
             if not lifecycle_for(snapshot.kind).is_known(snapshot.status):

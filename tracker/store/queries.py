@@ -37,10 +37,18 @@ def list_runs(
     thread_id: str | None = None,
     model: str | None = None,
     since: float | None = None,
+    stale: bool = False,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Runs, newest first, filtered by any of status, thread, model, created since."""
-    query = select(*[proj_runs.c[name] for name in RUN_COLUMNS]).where(proj_runs.c.kind == "thread.run")
+    """Runs, newest first, filtered by any of status, thread, model, created since, stale (stuck or lost)."""
+    # Why a run looks stuck or lost lives in its folded state (RunState.stale), set by run_stale / run_lost.
+    reason = proj_runs.c.state["stale"].as_string()
+    columns: list[Any] = [proj_runs.c[name] for name in RUN_COLUMNS]
+    if stale:
+        columns.append(reason.label("stale_reason"))
+    query = select(*columns).where(proj_runs.c.kind == "thread.run")
+    if stale:
+        query = query.where(reason.is_not(None), proj_runs.c.is_terminal.is_(False))
     if status is not None:
         query = query.where(proj_runs.c.status == status)
     if thread_id is not None:

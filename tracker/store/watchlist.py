@@ -124,6 +124,7 @@ class Claimed:
 
     thread_id: str
     known_runs: dict[str, bool]
+    last_synced_at: float | None = None
 
 
 def _due(now: float) -> Any:
@@ -144,7 +145,7 @@ def claim(engine: Engine, sync_id: int, started: float, now: float, lease_s: flo
     """
     with begin_write(engine) as connection:
         candidates = (
-            select(watched_threads.c.thread_id)
+            select(watched_threads.c.thread_id, watched_threads.c.last_synced_at)
             .where(
                 _due(now),
                 _free(now),
@@ -157,7 +158,8 @@ def claim(engine: Engine, sync_id: int, started: float, now: float, lease_s: flo
         )
         if connection.dialect.name == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
-        thread_ids = list(connection.execute(candidates).scalars())
+        last_synced = {row.thread_id: row.last_synced_at for row in connection.execute(candidates)}
+        thread_ids = list(last_synced)
         if not thread_ids:
             return []
         connection.execute(
@@ -173,7 +175,7 @@ def claim(engine: Engine, sync_id: int, started: float, now: float, lease_s: flo
         )
         for row in rows:
             known[row.thread_id][row.run_id] = bool(row.is_terminal)
-    return [Claimed(thread_id, known[thread_id]) for thread_id in thread_ids]
+    return [Claimed(thread_id, known[thread_id], last_synced[thread_id]) for thread_id in thread_ids]
 
 
 def due_count(engine: Engine, now: float) -> tuple[int, int]:
