@@ -102,7 +102,12 @@ def sync_command(
     try:
         caller = Caller(RateLimiter(max_rps), max_wait=max_retry_wait)
         options = SyncOptions(concurrency=concurrency, max_runtime=max_runtime, idle_after=idle_after, cadence=cadence)
-        summary = sync(obj.engine, RunsApi(client), caller, options)
+        if sys.stderr.isatty() and not as_json:  # a person is watching; never under cron
+            due, _ = watchlist.due_count(obj.engine, time.time())
+            with click.progressbar(length=due, label="syncing threads", file=sys.stderr) as bar:
+                summary = sync(obj.engine, RunsApi(client), caller, options, on_progress=lambda _: bar.update(1))
+        else:
+            summary = sync(obj.engine, RunsApi(client), caller, options)
     finally:
         client.close()
     if as_json:
