@@ -261,3 +261,32 @@ def test_a_sync_long_after_the_last_one_records_a_poll_gap_on_each_live_run(engi
     assert {run_id for run_id, _ in gaps} == live
     assert all(data["until"] - data["since"] == 600 for _, data in gaps)
     assert verify_chain(engine).ok
+
+
+def test_with_steps_a_sync_records_each_runs_steps_as_objects_of_their_own(engine: Engine, api: Api) -> None:
+    threads = api.world.populate(3, 2, history_s=5.0)
+    watchlist.watch(engine, threads, START)
+    first = api.sync(engine, steps=True)
+    with engine.connect() as connection:
+        kinds = dict(connection.execute(select(proj_runs.c.kind, func.count()).group_by(proj_runs.c.kind)).all())
+    assert kinds["thread.run"] == 6
+    assert kinds.get("thread.run.step", 0) > 0
+    # One run-list request per thread, one step-list request per run that was not known to have ended.
+    assert first.requests == 3 + 6
+    # The run_* views are about runs only.
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT COUNT(*) FROM run_current")).scalar_one() == 6
+    for _ in range(30):
+        api.clock.advance(30)
+        api.sync(engine, steps=True)
+    api.clock.advance(3600)
+    api.sync(engine, steps=True)
+    with engine.connect() as connection:
+        live_steps = connection.execute(
+            select(func.count()).where(proj_runs.c.kind == "thread.run.step", proj_runs.c.is_terminal.is_(False))
+        ).scalar_one()
+    assert live_steps == 0
+    # Everything ended: an idle sync lists each thread once and no steps.
+    idle = api.sync(engine, steps=True)
+    assert (idle.requests, idle.events_appended) == (3, 0)
+    assert verify_chain(engine).ok

@@ -120,7 +120,29 @@ THREAD_RUN = Lifecycle(
     required_fields=("id", "thread_id", "status", "created_at"),
 )
 
-LIFECYCLES: Mapping[str, Lifecycle] = {THREAD_RUN.kind: THREAD_RUN}
+# A run's steps (``tracker sync --steps``): created in progress, each ending dated by its own field.
+THREAD_RUN_STEP = Lifecycle(
+    kind="thread.run.step",
+    id_field="id",
+    group_field="thread_id",  # the step's run is its run_id field
+    created_field="created_at",
+    initial="in_progress",
+    statuses=frozenset({"in_progress", "cancelled", "failed", "completed", "expired"}),
+    terminal=frozenset({"cancelled", "failed", "completed", "expired"}),
+    dated_by={
+        "completed": "completed_at",
+        "failed": "failed_at",
+        "cancelled": "cancelled_at",
+        "expired": "expired_at",
+    },
+    started_status="in_progress",
+    # Tool-call arguments and outputs, message ids: kept as separately stored payloads.
+    sensitive_fields=frozenset({"step_details", "metadata"}),
+    duration_statuses=("queued", "in_progress", "requires_action", "cancelling"),
+    required_fields=("id", "thread_id", "run_id", "status", "created_at"),
+)
+
+LIFECYCLES: Mapping[str, Lifecycle] = {THREAD_RUN.kind: THREAD_RUN, THREAD_RUN_STEP.kind: THREAD_RUN_STEP}
 
 
 def lifecycle_for(kind: str) -> Lifecycle:

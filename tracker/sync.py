@@ -47,6 +47,8 @@ class SyncOptions:
     idle_after: float = 7 * 86400.0
     idle_every: float = 3600.0
     append_batch: int = 2000
+    # Also record run steps (thread.run.step objects) of the runs not known to have ended.
+    steps: bool = False
     # Expected seconds between syncs (cron's period). A thread polled more than 1.5 cadences after its
     # last sync gets a poll_gap event on each of its live runs: what happened in between is only bounded.
     cadence: float | None = 60.0
@@ -82,9 +84,14 @@ class ThreadPoll:
 
 
 def poll_thread(
-    api: RunsApi, caller: Caller, claimed: Claimed, page_size: int, cadence: float | None = None
+    api: RunsApi,
+    caller: Caller,
+    claimed: Claimed,
+    page_size: int,
+    cadence: float | None = None,
+    steps: bool = False,
 ) -> ThreadPoll:
-    """Steps 1 and 2 of the module docstring for one thread."""
+    """Steps 1 and 2 of the module docstring for one thread (3 with ``steps``)."""
     thread_id = claimed.thread_id
     known = claimed.known_runs
     signals = _poll_gaps(claimed, api.now(), cadence)
@@ -117,19 +124,44 @@ def poll_thread(
                     continue
                 raise
             snapshots.extend(read_page_leniently(body, arrived_at)[0])
+        if steps:
+            # 3. the steps of every run not already known to have ended (new, live, or ended just now)
+            for run_id in [snapshot.object_id for snapshot in snapshots if not known.get(snapshot.object_id)]:
+                snapshots.extend(_steps(api, caller, thread_id, run_id, page_size))
     except ApiFailure as failure:
         if failure.kind == "not_found" and not snapshots:
             return ThreadPoll([], ThreadOutcome(thread_id, 0, None, error=str(failure), gone=True))
         return ThreadPoll(snapshots, ThreadOutcome(thread_id, 0, None, error=str(failure)), signals)
     except GaveUp as gave_up:
         return ThreadPoll(snapshots, ThreadOutcome(thread_id, 0, None, error=str(gave_up)), signals)
-    live = {snapshot.object_id for snapshot in snapshots if not _terminal(snapshot)}
+    live = {snapshot.object_id for snapshot in snapshots if snapshot.kind == RUN_KIND and not _terminal(snapshot)}
     lost = {signal.object_id for signal in signals if signal.event_type == RUN_LOST}
     live |= {run_id for run_id, terminal in known.items() if not terminal and run_id not in seen | lost}
     return ThreadPoll(snapshots, ThreadOutcome(thread_id, len(live), newest), signals)
 
 
 RUN_KIND = "thread.run"
+
+
+def _steps(api: RunsApi, caller: Caller, thread_id: str, run_id: str, page_size: int) -> list[Snapshot]:
+    """Every step of a run, as snapshots (``thread.run.step``)."""
+    found: list[Snapshot] = []
+    after: str | None = None
+    while True:
+        page, arrived_at = caller.call(partial(_listed_steps, api, thread_id, run_id, after, page_size))
+        good, bad = read_page_leniently(page, arrived_at)
+        if bad:
+            raise ApiFailure("malformed", f"steps of {run_id}: {bad[0]}")
+        found.extend(good)
+        if not page.get("has_more") or not good:
+            return found
+        after = str(page.get("last_id") or good[-1].object_id)
+
+
+def _listed_steps(
+    api: RunsApi, thread_id: str, run_id: str, after: str | None, page_size: int
+) -> tuple[dict[str, Any], float]:
+    return _page(api.list_steps(thread_id, run_id, after, page_size))
 
 
 def _poll_gaps(claimed: Claimed, now: float, cadence: float | None) -> list[Signal]:
@@ -215,7 +247,8 @@ def sync(
                 break
             claimed_any = True
             futures: set[Future[ThreadPoll]] = {
-                pool.submit(poll_thread, api, caller, claimed, options.page_size, options.cadence) for claimed in batch
+                pool.submit(poll_thread, api, caller, claimed, options.page_size, options.cadence, options.steps)
+                for claimed in batch
             }
             while futures:
                 done, futures = wait(futures, return_when=FIRST_COMPLETED)

@@ -77,6 +77,7 @@ def watched(obj: Context, output_format: str) -> None:
               help="A thread whose server asks to wait longer is skipped for this sync.")  # fmt: skip
 @click.option("--cadence", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True,
               help="Seconds between syncs (cron's period): a longer gap is recorded as poll_gap events.")  # fmt: skip
+@click.option("--steps", is_flag=True, help="Also record run steps (of runs not known to have ended).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.pass_obj
 def sync_command(
@@ -87,6 +88,7 @@ def sync_command(
     idle_after: float,
     max_retry_wait: float,
     cadence: float,
+    steps: bool,
     as_json: bool,
 ) -> None:
     """Poll the runs of every watched thread once and append what changed.
@@ -101,7 +103,9 @@ def sync_command(
     client = openai.OpenAI(max_retries=0, timeout=30.0)
     try:
         caller = Caller(RateLimiter(max_rps), max_wait=max_retry_wait)
-        options = SyncOptions(concurrency=concurrency, max_runtime=max_runtime, idle_after=idle_after, cadence=cadence)
+        options = SyncOptions(
+            concurrency=concurrency, max_runtime=max_runtime, idle_after=idle_after, cadence=cadence, steps=steps
+        )
         if sys.stderr.isatty() and not as_json:  # a person is watching; never under cron
             due, _ = watchlist.due_count(obj.engine, time.time())
             with click.progressbar(length=due, label="syncing threads", file=sys.stderr) as bar:

@@ -116,6 +116,14 @@ class RunsApi:
             options["after"] = after
         return self._fetch(lambda: runs.list(thread_id, **options))
 
+    def list_steps(self, thread_id: str, run_id: str, after: str | None, limit: int) -> Fetched:
+        """One page of a run's steps, newest first, after the step id ``after``."""
+        steps = self._client.beta.threads.runs.steps.with_raw_response
+        options: dict[str, Any] = {"thread_id": thread_id, "limit": limit, "order": "desc"}
+        if after is not None:
+            options["after"] = after
+        return self._fetch(lambda: steps.list(run_id, **options))
+
     def retrieve_run(self, thread_id: str, run_id: str) -> Fetched:
         runs = self._client.beta.threads.runs.with_raw_response
         return self._fetch(lambda: runs.retrieve(run_id, thread_id=thread_id))

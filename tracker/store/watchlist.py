@@ -170,7 +170,7 @@ def claim(engine: Engine, sync_id: int, started: float, now: float, lease_s: flo
         known: dict[str, dict[str, bool]] = {thread_id: {} for thread_id in thread_ids}
         rows = connection.execute(
             select(proj_runs.c.thread_id, proj_runs.c.run_id, proj_runs.c.is_terminal).where(
-                proj_runs.c.thread_id.in_(thread_ids)
+                proj_runs.c.thread_id.in_(thread_ids), proj_runs.c.kind == "thread.run"
             )
         )
         for row in rows:
