@@ -128,12 +128,11 @@ def poll_thread(
             # 3. the steps of every run not already known to have ended (new, live, or ended just now)
             for run_id in [snapshot.object_id for snapshot in snapshots if not known.get(snapshot.object_id)]:
                 snapshots.extend(_steps(api, caller, thread_id, run_id, page_size))
-    except ApiFailure as failure:
-        if failure.kind == "not_found" and not snapshots:
-            return ThreadPoll([], ThreadOutcome(thread_id, 0, None, error=str(failure), gone=True))
-        return ThreadPoll(snapshots, ThreadOutcome(thread_id, 0, None, error=str(failure)), signals)
-    except GaveUp as gave_up:
-        return ThreadPoll(snapshots, ThreadOutcome(thread_id, 0, None, error=str(gave_up)), signals)
+    except (ApiFailure, GaveUp) as failure:
+        # Nothing of a failed poll is kept: appending the pages read so far would make the next sync stop
+        # at them (known, ended) and never read the older pages it missed. The next sync polls it whole.
+        gone = isinstance(failure, ApiFailure) and failure.kind == "not_found" and not snapshots
+        return ThreadPoll([], ThreadOutcome(thread_id, 0, None, error=str(failure), gone=gone))
     live = {snapshot.object_id for snapshot in snapshots if snapshot.kind == RUN_KIND and not _terminal(snapshot)}
     lost = {signal.object_id for signal in signals if signal.event_type == RUN_LOST}
     live |= {run_id for run_id, terminal in known.items() if not terminal and run_id not in seen | lost}

@@ -27,7 +27,8 @@ def _thread_ids(ids: tuple[str, ...], from_file: str | None) -> list[str]:
     wanted = list(ids)
     if from_file is not None:
         text = sys.stdin.read() if from_file == "-" else Path(from_file).read_text(encoding="utf-8")
-        wanted += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        lines = (line.strip() for line in text.splitlines())
+        wanted += [line for line in lines if line and not line.startswith("#")]
     if not wanted:
         raise click.UsageError("name at least one thread id (or --from-file FILE)")
     return wanted

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, case, delete, func, insert, or_, select, update
 
 from tracker.store.engine import begin_write
 from tracker.store.schema import proj_runs, sync_runs, watched_threads
@@ -82,8 +82,18 @@ def watched(engine: Engine) -> list[dict[str, Any]]:
 # --- sync records ------------------------------------------------------------------------------------
 
 
+# A sync still "running" this long after it started has crashed or been killed: its leases have expired.
+ABANDONED_AFTER_S = 3600.0
+
+
 def start_sync(engine: Engine, now: float, host: str, pid: int, base_url: str) -> int:
+    """Record a new sync (and mark syncs that never finished, long ago, as abandoned); returns its id."""
     with begin_write(engine) as connection:
+        connection.execute(
+            update(sync_runs)
+            .where(sync_runs.c.outcome == "running", sync_runs.c.started_at < now - ABANDONED_AFTER_S)
+            .values(outcome="abandoned")
+        )
         result = connection.execute(
             insert(sync_runs).values(
                 started_at=now,
@@ -209,16 +219,17 @@ def release(
                 values.update(status=GONE, gone_at=now)
             elif outcome.error is None:
                 values.update(last_synced_at=now, live_runs=outcome.live_runs)
+                newest: Any = watched_threads.c.last_run_at
                 if outcome.last_run_at is not None:
-                    values["last_run_at"] = func.coalesce(
-                        func.max(watched_threads.c.last_run_at, outcome.last_run_at)
-                        if connection.dialect.name == "sqlite"
-                        else func.greatest(watched_threads.c.last_run_at, outcome.last_run_at),
-                        outcome.last_run_at,
+                    later = func.max if connection.dialect.name == "sqlite" else func.greatest
+                    newest = func.coalesce(
+                        later(watched_threads.c.last_run_at, outcome.last_run_at), outcome.last_run_at
                     )
-                quiet_since = outcome.last_run_at is None or outcome.last_run_at < now - idle_after
-                idle = outcome.live_runs == 0 and quiet_since
-                values["next_poll_at"] = now + idle_every if idle else None
+                    values["last_run_at"] = newest
+                # Idle: no live run, and no new run for idle_after (counted from when it was watched if it
+                # never had one). Idle threads are polled every idle_every instead of every sync.
+                quiet = func.coalesce(newest, watched_threads.c.added_at) < now - idle_after
+                values["next_poll_at"] = case((quiet, now + idle_every), else_=None) if outcome.live_runs == 0 else None
             connection.execute(
                 update(watched_threads)
                 .where(watched_threads.c.thread_id == outcome.thread_id, watched_threads.c.lease_owner == sync_id)
