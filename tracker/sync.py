@@ -1,8 +1,9 @@
 """``tracker sync``: poll the watched threads' runs and feed them through the ledger, once.
 
 Theory of operation. A sync records itself in ``sync_runs`` and then, until no due thread is left (or
-``max_runtime`` has passed), leases a handful of threads, polls them on ``concurrency`` worker threads
-and appends what they returned from this thread, in batches, with ``{"sync": <id>}`` as the events'
+``max_runtime`` has passed), leases threads ``claim_size`` at a time (the next ones while the workers
+still poll the last), polls them on ``concurrency`` worker threads and appends what they returned from
+this thread, in batches, with ``{"sync": <id>}`` as the events'
 source. Per watched thread (:func:`poll_thread`):
 
 1. list its runs newest first, 100 a page, and stop paging at the first page that reaches a run the
@@ -42,7 +43,9 @@ class SyncOptions:
     concurrency: int = 8
     page_size: int = 100
     lease_s: float = 300.0
-    claim_size: int = 32
+    # Threads leased per claim (default: 4 x concurrency); the next claim overlaps with polling. Small
+    # enough that syncs running at once split the threads between them.
+    claim_size: int | None = None
     max_runtime: float | None = None
     idle_after: float = 7 * 86400.0
     idle_every: float = 3600.0
@@ -235,35 +238,42 @@ def sync(
             release(engine, summary.sync_id, outcomes, now(), options.idle_after, options.idle_every)
             outcomes = []
 
+    claim_size = options.claim_size or 4 * options.concurrency
     claimed_any = False
+    in_flight: set[Future[ThreadPoll]] = set()
+    exhausted = False
     with assistants_api_allowed(), ThreadPoolExecutor(options.concurrency, thread_name_prefix="tracker-poll") as pool:
         while True:
-            if options.max_runtime is not None and now() - started > options.max_runtime:
-                summary.stopped_early = True
+            # Keep the workers busy: claim the next threads while the claimed ones are being polled.
+            while not exhausted and len(in_flight) < 2 * options.concurrency:
+                if options.max_runtime is not None and now() - started > options.max_runtime:
+                    summary.stopped_early = exhausted = True
+                    break
+                batch = claim(engine, summary.sync_id, started, now(), options.lease_s, claim_size)
+                if not batch:
+                    exhausted = True
+                    break
+                claimed_any = True
+                in_flight |= {
+                    pool.submit(poll_thread, api, caller, claimed, options.page_size, options.cadence, options.steps)
+                    for claimed in batch
+                }
+            if not in_flight:
                 break
-            batch = claim(engine, summary.sync_id, started, now(), options.lease_s, options.claim_size)
-            if not batch:
-                break
-            claimed_any = True
-            futures: set[Future[ThreadPoll]] = {
-                pool.submit(poll_thread, api, caller, claimed, options.page_size, options.cadence, options.steps)
-                for claimed in batch
-            }
-            while futures:
-                done, futures = wait(futures, return_when=FIRST_COMPLETED)
-                for future in done:
-                    poll = future.result()
-                    pending.extend(poll.snapshots)
-                    signals.extend(poll.signals)
-                    outcomes.append(poll.outcome)
-                    summary.threads_polled += 1
-                    if poll.outcome.gone:
-                        summary.threads_gone.append(poll.outcome.thread_id)
-                    elif poll.outcome.error is not None:
-                        summary.threads_failed += 1
-                        summary.errors.append({"thread_id": poll.outcome.thread_id, "error": poll.outcome.error})
-                    on_progress(summary.threads_polled)
-                flush()
+            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                poll = future.result()
+                pending.extend(poll.snapshots)
+                signals.extend(poll.signals)
+                outcomes.append(poll.outcome)
+                summary.threads_polled += 1
+                if poll.outcome.gone:
+                    summary.threads_gone.append(poll.outcome.thread_id)
+                elif poll.outcome.error is not None:
+                    summary.threads_failed += 1
+                    summary.errors.append({"thread_id": poll.outcome.thread_id, "error": poll.outcome.error})
+                on_progress(summary.threads_polled)
+            flush()
         flush(final=True)
     summary.requests, summary.retries = caller.requests, caller.retries
     if not claimed_any:
