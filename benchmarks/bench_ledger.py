@@ -27,35 +27,37 @@ import io
 import itertools
 import json
 import os
-import platform
 import pstats
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 import psycopg
-from psycopg import sql
 from sqlalchemy import Engine, select, tuple_
 
 from benchmarks.common import (
     COLUMNS,
-    RESULT_PREFIX,
+    RESULTS_DIR,
+    Databases,
     Row,
     RssSampler,
     StackSampler,
     Stopwatch,
+    code_version,
     current_rss_mb,
     emit,
     libpq_url,
+    log,
+    machine_info,
+    parse_backends,
     phase_result,
+    run_module_phase,
     sqlite_path,
     write_rows,
 )
@@ -72,9 +74,6 @@ from tracker.synthetic import snapshot_stream
 
 T = TypeVar("T")
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = ("sqlite", "postgresql")
 CALIBRATION_RUNS = 1000  # a multiple of snapshot_stream's overlap, so the sample is a prefix of the full stream
 TARGETS = {
     "ingest_share_of_ceiling": 0.25,
@@ -216,7 +215,7 @@ def phase_costs(spec: dict[str, Any]) -> dict[str, Any]:
         seconds = time.perf_counter() - started
     costs["parse: read_batches per snapshot (JSONL -> Snapshot)"] = _cost(snapshots, seconds)
     started = time.perf_counter()
-    rows = [row for page in pages_in_seq_order(engine) for row in page]
+    rows = [row for page in pages_in_seq_order(engine, None, None) for row in page]
     seconds = time.perf_counter() - started
     count = len(rows)
     costs["read: hashed body parts assembled by the database, seq order (as verify_chain reads)"] = _cost(
@@ -493,51 +492,8 @@ def _short(filename: str) -> str:
 
 
 def run_phase(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one phase in a fresh interpreter and return what it reported."""
-    command = [sys.executable, "-m", "benchmarks.bench_ledger", "--phase", name, "--spec", json.dumps(spec)]
-    started = time.perf_counter()
-    process = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False)
-    elapsed = time.perf_counter() - started
-    if process.returncode != 0:
-        raise RuntimeError(f"phase {name} failed (exit {process.returncode}); spec {spec}")
-    for line in reversed(process.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
-            result["subprocess_seconds"] = round(elapsed, 3)
-            return result
-    raise RuntimeError(f"phase {name} printed no result")
-
-
-class Databases:
-    """Fresh, empty databases per backend: SQLite files in the temp dir, PostgreSQL databases on a server."""
-
-    def __init__(self, tmp: Path, server: PostgresServer | None) -> None:
-        self._tmp = tmp
-        self._server = server
-        self._counter = itertools.count()
-        self._pg_names: list[str] = []
-
-    def fresh(self, backend: str, label: str) -> str:
-        name = f"bench_{label}_{next(self._counter)}"
-        if backend == "sqlite":
-            return f"sqlite:///{self._tmp / (name + '.db')}"
-        if self._server is None:
-            raise RuntimeError("no PostgreSQL server")
-        self._pg_names.append(name)
-        return self._server.create_database(name)
-
-    def drop_all(self, backend: str) -> None:
-        """Free the disk: delete this backend's databases."""
-        if backend == "sqlite":
-            for path in self._tmp.glob("bench_*.db*"):
-                path.unlink()
-            return
-        if self._server is None:
-            return
-        with psycopg.connect(libpq_url(self._server.url()), autocommit=True) as connection:
-            for name in self._pg_names:
-                connection.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        self._pg_names.clear()
+    """Run one phase of this benchmark in a fresh interpreter and return what it reported."""
+    return run_module_phase("benchmarks.bench_ledger", name, spec)
 
 
 def calibrate(tmp: Path, seed: int) -> dict[str, float]:
@@ -567,67 +523,6 @@ def head(source: Path, target: Path, lines: int) -> int:
 
 def rate(result: dict[str, Any], key: str = "events") -> float:
     return float(result[key]) / result["seconds"] if result["seconds"] else 0.0
-
-
-def machine_info(server: PostgresServer | None) -> dict[str, Any]:
-    cpu = "unknown"
-    memory_kib = 0
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_kib = int(line.split()[1])
-    except OSError:
-        pass
-    postgres_version = None
-    if server is not None:
-        with psycopg.connect(libpq_url(server.url())) as connection:
-            found = connection.execute("SHOW server_version").fetchone()
-            postgres_version = None if found is None else str(found[0])
-    packages: dict[str, str | None] = {}
-    for name in ("sqlalchemy", "psycopg", "alembic", "eventsourcing"):
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            packages[name] = None
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu,
-        "memory_gib": round(memory_kib / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "postgresql": postgres_version,
-        "packages": packages,
-        "loadavg_start": os.getloadavg(),
-    }
-
-
-def code_version() -> dict[str, Any]:
-    """The commit and the uncommitted changes under tracker/ the numbers were measured on."""
-
-    def git(*argv: str) -> str:
-        try:
-            done = subprocess.run(["git", *argv], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
-        except OSError:
-            return ""
-        return done.stdout
-
-    diff = git("diff", "HEAD", "--", "tracker", "migrations")
-    return {
-        "head": git("rev-parse", "HEAD").strip() or None,
-        "uncommitted_tracker_files": sorted(
-            line[3:] for line in git("status", "--porcelain", "--", "tracker", "migrations").splitlines()
-        ),
-        "uncommitted_tracker_diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
-    }
-
-
-def log(message: str) -> None:
-    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def files_order(files: dict[str, Path]) -> list[str]:
@@ -821,10 +716,7 @@ def _partial(result: dict[str, Any]) -> str:
 
 
 def orchestrate(args: argparse.Namespace) -> int:
-    backends = [name.strip() for name in args.backends.split(",") if name.strip()]
-    unknown = sorted(set(backends) - set(BACKENDS))
-    if unknown:
-        raise SystemExit(f"unknown backend(s): {', '.join(unknown)} (choose from {', '.join(BACKENDS)})")
+    backends = parse_backends(args.backends)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     started = time.perf_counter()
     server: PostgresServer | None = None

@@ -1,4 +1,5 @@
-"""Shared by the benchmark phases: the event-row file format, timing and memory readings.
+"""Shared by the benchmarks: the event-row file format, timing and memory readings, and the orchestration
+(each phase in a fresh interpreter, fresh databases per backend, what machine and code were measured).
 
 Event rows travel between phases as a file of pickled chunks (lists of tuples in :data:`COLUMNS`
 order, ``data`` as canonical JSON text), so the ceiling and peer phases stream them with flat memory
@@ -7,19 +8,31 @@ and can time the database work alone, excluding the (cheap) reading of the file.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
+import os
 import pickle
+import platform
 import resource
 import signal
+import sqlite3
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import psycopg
+from psycopg import sql
+
+from tests.pgserver import PostgresServer
 from tracker.store.schema import EVENT_COLUMNS
 
 # The tracker's own run_events columns, in the order its bulk writer uses.
@@ -27,6 +40,8 @@ COLUMNS = EVENT_COLUMNS
 Row = tuple[int, str, str, str, int, str, float, float, float, str, str, str]
 CHUNK_ROWS = 10_000
 RESULT_PREFIX = "RESULT "
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_rows(path: Path, rows: Iterable[Row]) -> int:
@@ -215,6 +230,138 @@ class StackSampler:
         ranked = sorted(table.items(), key=lambda item: -item[1])[:count]
         total = self.seconds or 1.0
         return [(f"{_short(file)}({func})", round(100 * hits / total, 1)) for (file, func), hits in ranked]
+
+
+# -- orchestration: phases in subprocesses, fresh databases, what the numbers were measured on -----------
+
+
+def run_module_phase(module: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run phase ``name`` of the benchmark ``module`` in a fresh interpreter and return what it reported."""
+    command = [sys.executable, "-m", module, "--phase", name, "--spec", json.dumps(spec)]
+    started = time.perf_counter()
+    process = subprocess.run(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"phase {name} failed (exit {process.returncode}); spec {spec}")
+    result = emitted(process.stdout, f"phase {name}")
+    result["subprocess_seconds"] = round(elapsed, 3)
+    return result
+
+
+def emitted(stdout: str, what: str) -> dict[str, Any]:
+    """The result a phase handed over with :func:`emit` (its last such line in ``stdout``)."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
+            return result
+    raise RuntimeError(f"{what} printed no result")
+
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def parse_backends(text: str) -> list[str]:
+    """``--backends sqlite,postgresql`` -> the names, refusing unknown ones."""
+    backends = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        raise SystemExit(f"unknown backend(s): {', '.join(unknown)} (choose from {', '.join(BACKENDS)})")
+    return backends
+
+
+class Databases:
+    """Fresh, empty databases per backend: SQLite files in the temp dir, PostgreSQL databases on a server."""
+
+    def __init__(self, tmp: Path, server: PostgresServer | None) -> None:
+        self._tmp = tmp
+        self._server = server
+        self._counter = itertools.count()
+        self._pg_names: list[str] = []
+
+    def fresh(self, backend: str, label: str) -> str:
+        name = f"bench_{label}_{next(self._counter)}"
+        if backend == "sqlite":
+            return f"sqlite:///{self._tmp / (name + '.db')}"
+        if self._server is None:
+            raise RuntimeError("no PostgreSQL server")
+        self._pg_names.append(name)
+        return self._server.create_database(name)
+
+    def drop_all(self, backend: str) -> None:
+        """Free the disk: delete this backend's databases."""
+        if backend == "sqlite":
+            for path in self._tmp.glob("bench_*.db*"):
+                path.unlink()
+            return
+        if self._server is None:
+            return
+        with psycopg.connect(libpq_url(self._server.url()), autocommit=True) as connection:
+            for name in self._pg_names:
+                connection.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        self._pg_names.clear()
+
+
+def machine_info(
+    server: PostgresServer | None, package_names: Iterable[str] = ("sqlalchemy", "psycopg", "alembic", "eventsourcing")
+) -> dict[str, Any]:
+    cpu = "unknown"
+    memory_kib = 0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_kib = int(line.split()[1])
+    except OSError:
+        pass
+    postgres_version = None
+    if server is not None:
+        with psycopg.connect(libpq_url(server.url())) as connection:
+            found = connection.execute("SHOW server_version").fetchone()
+            postgres_version = None if found is None else str(found[0])
+    packages: dict[str, str | None] = {}
+    for name in package_names:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_gib": round(memory_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": postgres_version,
+        "packages": packages,
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def code_version() -> dict[str, Any]:
+    """The commit and the uncommitted changes under tracker/ the numbers were measured on."""
+
+    def git(*argv: str) -> str:
+        try:
+            done = subprocess.run(["git", *argv], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+        except OSError:
+            return ""
+        return done.stdout
+
+    diff = git("diff", "HEAD", "--", "tracker", "migrations")
+    return {
+        "head": git("rev-parse", "HEAD").strip() or None,
+        "uncommitted_tracker_files": sorted(
+            line[3:] for line in git("status", "--porcelain", "--", "tracker", "migrations").splitlines()
+        ),
+        "uncommitted_tracker_diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
+    }
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _short(filename: str) -> str:
