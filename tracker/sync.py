@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -33,7 +33,7 @@ from tracker.diff import Signal
 from tracker.events import POLL_GAP, RUN_LOST, source_json
 from tracker.lifecycle import lifecycle_for
 from tracker.snapshots import Snapshot, SnapshotError, decode_line, read_page_leniently
-from tracker.sources.openai_runs import ApiFailure, Caller, GaveUp, RunsApi, assistants_api_allowed
+from tracker.sources.openai_runs import ApiFailure, Caller, Fetched, GaveUp, RunsApi, assistants_api_allowed
 from tracker.store.ledger import append_snapshots
 from tracker.store.watchlist import Claimed, ThreadOutcome, claim, due_count, finish_sync, release, start_sync
 
@@ -101,21 +101,15 @@ def poll_thread(
     snapshots: list[Snapshot] = []
     seen: set[str] = set()
     newest: float | None = None
-    after: str | None = None
     try:
-        while True:
-            page, arrived_at = caller.call(partial(_listed, api, thread_id, after, page_size))
-            good, bad = read_page_leniently(page, arrived_at)
-            if bad:
-                raise ApiFailure("malformed", f"run list of {thread_id}: {bad[0]}")
+        runs_after = partial(api.list_runs, thread_id, limit=page_size)
+        for good in _pages(caller, runs_after, f"run list of {thread_id}"):
             for snapshot in good:
                 snapshots.append(snapshot)
                 seen.add(snapshot.object_id)
                 newest = max(newest or snapshot.created_at, snapshot.created_at)
-            reached_known_end = any(known.get(snapshot.object_id) for snapshot in good)
-            if reached_known_end or not page.get("has_more") or not good:
-                break
-            after = str(page.get("last_id") or good[-1].object_id)
+            if any(known.get(snapshot.object_id) for snapshot in good):
+                break  # reached runs the ledger knows as ended: older pages hold nothing new
         for run_id, terminal in known.items():
             if terminal or run_id in seen:
                 continue
@@ -147,23 +141,26 @@ RUN_KIND = "thread.run"
 
 def _steps(api: RunsApi, caller: Caller, thread_id: str, run_id: str, page_size: int) -> list[Snapshot]:
     """Every step of a run, as snapshots (``thread.run.step``)."""
-    found: list[Snapshot] = []
+    steps_after = partial(api.list_steps, thread_id, run_id, limit=page_size)
+    return [step for good in _pages(caller, steps_after, f"steps of {run_id}") for step in good]
+
+
+def _pages(caller: Caller, fetch: Callable[[str | None], Fetched], what: str) -> Iterator[list[Snapshot]]:
+    """The snapshots of each page of a list, newest first, until it has no more (the caller may stop early)."""
     after: str | None = None
     while True:
-        page, arrived_at = caller.call(partial(_listed_steps, api, thread_id, run_id, after, page_size))
+        page, arrived_at = caller.call(partial(_fetched_page, fetch, after))
         good, bad = read_page_leniently(page, arrived_at)
         if bad:
-            raise ApiFailure("malformed", f"steps of {run_id}: {bad[0]}")
-        found.extend(good)
+            raise ApiFailure("malformed", f"{what}: {bad[0]}")
+        yield good
         if not page.get("has_more") or not good:
-            return found
+            return
         after = str(page.get("last_id") or good[-1].object_id)
 
 
-def _listed_steps(
-    api: RunsApi, thread_id: str, run_id: str, after: str | None, page_size: int
-) -> tuple[dict[str, Any], float]:
-    return _page(api.list_steps(thread_id, run_id, after, page_size))
+def _fetched_page(fetch: Callable[[str | None], Fetched], after: str | None) -> tuple[dict[str, Any], float]:
+    return _page(fetch(after))
 
 
 def _poll_gaps(claimed: Claimed, now: float, cadence: float | None) -> list[Signal]:
@@ -191,15 +188,11 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
-def _listed(api: RunsApi, thread_id: str, after: str | None, page_size: int) -> tuple[dict[str, Any], float]:
-    return _page(api.list_runs(thread_id, after, page_size))
-
-
 def _retrieved(api: RunsApi, thread_id: str, run_id: str) -> tuple[dict[str, Any], float]:
     return _page(api.retrieve_run(thread_id, run_id))
 
 
-def _page(fetched: Any) -> tuple[dict[str, Any], float]:
+def _page(fetched: Fetched) -> tuple[dict[str, Any], float]:
     try:
         document = decode_line(fetched.body)
     except SnapshotError as exc:

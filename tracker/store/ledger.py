@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 
 from tracker.diff import Signal, diff_signal, diff_snapshot
 from tracker.errors import IntegrityError
-from tracker.events import GENESIS_HASH, Event, canonical_json, seal
+from tracker.events import GENESIS_HASH, Event, EventDraft, canonical_json, seal
 from tracker.lifecycle import lifecycle_for
 from tracker.projection import ProjectionDelta, RunState, apply_event
 from tracker.snapshots import Snapshot, round_time
@@ -105,17 +105,23 @@ def _append(
         writer.submit(write_transitions, tables, delta.transitions)
         rows, delta = [], ProjectionDelta()
 
+    def append(run_id: str, drafts: Sequence[EventDraft]) -> None:
+        """Seal ``drafts`` (one run's, in order) onto the chain and fold them into the run's state."""
+        nonlocal head_seq, head_hash
+        state = states.get(run_id)
+        for draft in drafts:
+            head_seq += 1
+            event = seal(draft, head_seq, recorded_at, head_hash, source)
+            head_hash = event.hash
+            state = apply_event(state, event, delta)
+            rows.append(event_row(event))
+        if state is not None and drafts:
+            states[run_id] = state
+            touched.add(run_id)
+
     with ConnectionWorker(connection) as writer:
         for signal in signals:
-            signal_state = states.get(signal.object_id)
-            for draft in diff_signal(signal_state, signal):
-                head_seq += 1
-                event = seal(draft, head_seq, recorded_at, head_hash, source)
-                head_hash = event.hash
-                signal_state = apply_event(signal_state, event, delta)
-                rows.append(event_row(event))
-                states[signal.object_id] = signal_state
-                touched.add(signal.object_id)
+            append(signal.object_id, diff_signal(states.get(signal.object_id), signal))
         for snapshot in snapshots:
             run_id = snapshot.object_id
             if not lifecycle_for(snapshot.kind).is_known(snapshot.status):
@@ -128,15 +134,7 @@ def _append(
                 watermarks[run_id] = snapshot.observed_at
             if not result.events:
                 continue
-            for draft in result.events:
-                head_seq += 1
-                event = seal(draft, head_seq, recorded_at, head_hash, source)
-                head_hash = event.hash
-                state = apply_event(state, event, delta)
-                rows.append(event_row(event))
-            assert state is not None
-            states[run_id] = state
-            touched.add(run_id)
+            append(run_id, result.events)
             for digest, (field_name, value) in result.payloads.items():
                 payloads[(run_id, digest)] = (run_id, digest, field_name, canonical_json(value))
             if len(rows) >= _WRITE_CHUNK:
