@@ -554,10 +554,13 @@ def _in_ranges(engine: Engine, ranges: int, monkeypatch: pytest.MonkeyPatch) -> 
     """The parallel verification's answer, its ranges checked one after another in this process."""
     with monkeypatch.context() as patch:
         patch.setattr(audit, "PARALLEL_FROM", 0)
-        bounds = audit._ranges(engine, ranges)
+        bounds = audit._ranges(engine, ranges, 0)
     assert len(bounds) == ranges
     return audit._merge(
-        [audit._check_range(engine, after, upto, index == 0) for index, (after, upto) in enumerate(bounds)]
+        [
+            audit._check_range(engine, after, upto, (0, GENESIS_HASH) if index == 0 else None)
+            for index, (after, upto) in enumerate(bounds)
+        ]
     )
 
 
@@ -658,12 +661,16 @@ def test_cli_lists_gaps_on_stderr(engine: Engine, db_url: str, log: int) -> None
     ]
 
 
-def test_cli_json_when_intact(engine: Engine, db_url: str, log: int) -> None:
-    result = _audit(db_url, "--format", "json")
+@pytest.mark.parametrize("flag", [["--format", "json"], ["--json"]])
+def test_cli_json_when_intact(engine: Engine, db_url: str, log: int, flag: list[str]) -> None:
+    result = _audit(db_url, *flag)
     assert result.exit_code == 0, result.output
     report = verify_chain(engine)
     assert json.loads(result.stdout) == {
         "ok": True,
+        "chain_ok": True,
+        "checkpoints": [],
+        "purged_through_seq": None,
         "events": log,
         "head_seq": log,
         "head_hash": report.head_hash,

@@ -36,9 +36,28 @@ LATE_OBSERVATION: Final = "late_observation"
 RUN_STALE: Final = "run_stale"  # still live well past its deadline (expires_at)
 RUN_LOST: Final = "run_lost"  # the API no longer returns a run the ledger knows as live (404)
 POLL_GAP: Final = "poll_gap"  # the run was not polled for longer than the configured cadence
+# Audit facts about a run's history itself (tracker audit erase): signed, chained, never a status change.
+PAYLOAD_ERASED: Final = "payload_erased"
 EVENT_TYPES: Final = frozenset(
-    {FIRST_SEEN, STATUS_CHANGED, FIELDS_CHANGED, STATUS_ANOMALY, LATE_OBSERVATION, RUN_STALE, RUN_LOST, POLL_GAP}
+    {
+        FIRST_SEEN,
+        STATUS_CHANGED,
+        FIELDS_CHANGED,
+        STATUS_ANOMALY,
+        LATE_OBSERVATION,
+        RUN_STALE,
+        RUN_LOST,
+        POLL_GAP,
+        PAYLOAD_ERASED,
+    }
 )
+
+# The ledger's own stream: facts about the log rather than about one object (a purge, an observer clock
+# that went backwards). Its events have kind LEDGER_KIND and run_id LEDGER_STREAM, and no projection.
+LEDGER_KIND: Final = "tracker.ledger"
+LEDGER_STREAM: Final = "ledger"
+LOG_PURGED: Final = "log_purged"
+CLOCK_BACKWARDS: Final = "clock_backwards"
 
 PAYLOAD_REF: Final = "$payload"
 

@@ -1,4 +1,4 @@
-"""Commands that write or check the ledger: ingest, projections, audit, db, demo."""
+"""Commands that write the ledger or its schema: ingest, projections, db, demo."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from typing import IO
 
 import click
 
-from tracker.cli.base import Context, cli, format_option
+from tracker.cli.base import Context, cli
 from tracker.cli.render import emit_json
 from tracker.ingest import IngestSummary, ingest_lines
 from tracker.sources.jsonl import Rejection
 from tracker.store import migrate, projections
-from tracker.store.audit import verify_chain
 from tracker.store.engine import make_engine, safe_url
 
 
@@ -91,39 +90,6 @@ def projections_rebuild(obj: Context, verify: bool) -> None:
         click.echo(f"tracker: error: projections drift from the {drift.events} events", err=True)
         sys.exit(1)
     click.echo(f"projections match a rebuild from {drift.events} events")
-
-
-@cli.group()
-def audit() -> None:
-    """Check the integrity of the ledger."""
-
-
-@audit.command("verify")
-@format_option
-@click.pass_obj
-def audit_verify(obj: Context, output_format: str) -> None:
-    """Recompute the hash chain; exit 1 naming the first bad seq if anything was tampered with."""
-    report = verify_chain(obj.engine)
-    if output_format == "json":
-        emit_json(
-            {
-                "ok": report.ok,
-                "events": report.events,
-                "head_seq": report.head_seq,
-                "head_hash": report.head_hash,
-                "first_bad_seq": report.first_bad_seq,
-                "problem": report.problem,
-                "gaps": [list(gap) for gap in report.gaps],
-            }
-        )
-    elif report.ok:
-        click.echo(f"ok: {report.events} events, chain intact, head seq {report.head_seq} hash {report.head_hash}")
-    else:
-        for first, last in report.gaps:
-            click.echo(f"gap: seq {first}..{last} missing", err=True)
-        click.echo(f"tracker: error: chain broken at seq {report.first_bad_seq}: {report.problem}", err=True)
-    if not report.ok:
-        sys.exit(1)
 
 
 @cli.group()

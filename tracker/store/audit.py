@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, create_engine
+from sqlalchemy import text as sql_text
 
-from tracker.events import GENESIS_HASH, chain_hash
+from tracker.events import GENESIS_HASH, LEDGER_KIND, LEDGER_STREAM, LOG_PURGED, chain_hash
 from tracker.gc_tuning import fewer_gc_passes
 from tracker.store.background import ConnectionWorker
 from tracker.store.bulk import driver
@@ -43,14 +44,22 @@ class ChainReport:
     first_bad_seq: int | None = None
     problem: str | None = None
     gaps: list[tuple[int, int]] = field(default_factory=list)
+    # Where the check started: (0, genesis) for a whole log; after a purge, the purged range's last
+    # (seq, hash); for an incremental check, the trusted checkpoint's.
+    anchor: tuple[int, str] = (0, GENESIS_HASH)
+    purge: dict[str, Any] | None = None  # the data of the newest log_purged event, if the log was purged
 
     @property
     def ok(self) -> bool:
         return self.first_bad_seq is None and not self.gaps
 
 
-def verify_chain(engine: Engine, processes: int | None = None) -> ChainReport:
+def verify_chain(engine: Engine, processes: int | None = None, since: tuple[int, str] | None = None) -> ChainReport:
     """Recompute the chain over every event; see the module docstring for what is detected.
+
+    The chain starts at genesis, or, once the log has been purged (``tracker audit purge``), right after
+    the purged range, whose last hash the purge recorded. ``since`` (seq, hash), from a trusted checkpoint,
+    checks only the events after it, and that the event at that seq still has that hash.
 
     A log of :data:`PARALLEL_FROM` events or more is checked in ``processes`` (default: one per CPU, at
     most 4) contiguous ``seq`` ranges at once, each in its own process; the links between the ranges
@@ -58,46 +67,98 @@ def verify_chain(engine: Engine, processes: int | None = None) -> ChainReport:
     """
     if processes is None:
         processes = min(os.cpu_count() or 1, 4)
-    bounds = _ranges(engine, processes)
+    purge = latest_purge(engine)
+    anchor = (0, GENESIS_HASH)
+    if purge is not None:
+        anchor = (int(purge["through_seq"]), str(purge["through_hash"]))
+    if since is not None:
+        anchor = since
+    bounds = _ranges(engine, processes, anchor[0])
     with fewer_gc_passes():
         if len(bounds) == 1:
-            return _merge([_check_range(engine, None, None, first=True)])
-        url = engine.url.render_as_string(hide_password=False)
-        # One thread per range, each waiting on its worker process.
-        with ThreadPoolExecutor(len(bounds)) as threads:
-            segments = threads.map(lambda bound: _run_worker(url, *bound), _with_first(bounds))
-            return _merge(list(segments))
+            report = _merge([_check_range(engine, *bounds[0], anchor)])
+        else:
+            url = engine.url.render_as_string(hide_password=False)
+            # One thread per range, each waiting on its worker process.
+            with ThreadPoolExecutor(len(bounds)) as threads:
+                segments = threads.map(lambda bound: _run_worker(url, *bound), _with_anchor(bounds, anchor))
+                report = _merge(list(segments))
+    report.anchor, report.purge = anchor, purge
+    if report.events == 0:
+        report.head_seq, report.head_hash = anchor
+    _check_before_anchor(engine, report, since is not None)
+    return report
 
 
-def _with_first(bounds: list[tuple[int | None, int | None]]) -> list[tuple[int | None, int | None, bool]]:
-    return [(after, upto, index == 0) for index, (after, upto) in enumerate(bounds)]
+def latest_purge(engine: Engine) -> dict[str, Any] | None:
+    """The data of the newest ``log_purged`` event (the ledger's own stream), or None."""
+    query = (
+        "SELECT data FROM run_events WHERE run_id = :stream AND kind = :kind AND event_type = :type "
+        "ORDER BY seq DESC LIMIT 1"
+    )
+    with engine.connect() as connection:
+        text = connection.execute(
+            sql_text(query), {"stream": LEDGER_STREAM, "kind": LEDGER_KIND, "type": LOG_PURGED}
+        ).scalar()
+    if text is None:
+        return None
+    found: dict[str, Any] = json.loads(text) if isinstance(text, str) else dict(text)
+    return found
+
+
+def _check_before_anchor(engine: Engine, report: ChainReport, trusted_since: bool) -> None:
+    """Rows at or before the anchor: none may remain after a purge; a trusted one must still be itself."""
+    seq, hash_ = report.anchor
+    if seq == 0:
+        return
+    with engine.connect() as connection:
+        if trusted_since:
+            stored = connection.execute(sql_text("SELECT hash FROM run_events WHERE seq = :seq"), {"seq": seq}).all()
+            if [row[0] for row in stored] != [hash_]:
+                _flag(report, seq, "the event at the checkpoint's seq is not the one the checkpoint signed")
+            return
+        remaining = connection.execute(
+            sql_text("SELECT min(seq) FROM run_events WHERE seq <= :seq"), {"seq": seq}
+        ).scalar()
+    if remaining is not None:
+        _flag(report, int(remaining), f"seq {remaining} lies in the range a purge removed (up to seq {seq})")
+
+
+def _with_anchor(
+    bounds: list[tuple[int | None, int | None]], anchor: tuple[int, str]
+) -> list[tuple[int | None, int | None, tuple[int, str] | None]]:
+    return [(after, upto, anchor if index == 0 else None) for index, (after, upto) in enumerate(bounds)]
 
 
 # Below this many events one process is quicker than starting others (about 0.3 s each).
 PARALLEL_FROM = 300_000
 
 
-def _ranges(engine: Engine, processes: int) -> list[tuple[int | None, int | None]]:
-    """(after, up to) ``seq`` bounds that split the log in ``processes`` ranges; open-ended at both ends."""
+def _ranges(engine: Engine, processes: int, after: int) -> list[tuple[int | None, int | None]]:
+    """(after, up to) ``seq`` bounds that split the log after ``after`` in ``processes`` ranges."""
     url = engine.url
+    # From genesis, the first range has no lower bound, so that a row with a seq below 1 is seen too.
+    start = None if after == 0 else after
     if processes < 2 or (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")):
-        return [(None, None)]
+        return [(start, None)]
     with engine.connect() as connection:
-        count, low, high = connection.exec_driver_sql("SELECT count(*), min(seq), max(seq) FROM run_events").one()
+        count, high = connection.execute(
+            sql_text("SELECT count(*), max(seq) FROM run_events WHERE seq > :after"), {"after": after}
+        ).one()
     if count < PARALLEL_FROM:
-        return [(None, None)]
-    cuts = [low + (high - low) * index // processes for index in range(1, processes)]
-    return list(zip([None, *cuts], [*cuts, None], strict=True))
+        return [(start, None)]
+    cuts = [after + (high - after) * index // processes for index in range(1, processes)]
+    return list(zip([start, *cuts], [*cuts, None], strict=True))
 
 
-def _run_worker(url: str, after: int | None, upto: int | None, first: bool) -> _Segment:
+def _run_worker(url: str, after: int | None, upto: int | None, anchor: tuple[int, str] | None) -> _Segment:
     """Check one range in a fresh interpreter (``python -m tracker.store.audit``).
 
     A new interpreter rather than multiprocessing: nothing is inherited (connections, threads) and the
     caller's main module needs no ``if __name__ == "__main__"`` guard. The database URL, password
     included, goes through a pipe, never the command line (which other users can read).
     """
-    request = json.dumps({"url": url, "after": after, "upto": upto, "first": first})
+    request = json.dumps({"url": url, "after": after, "upto": upto, "anchor": anchor})
     worker = subprocess.run(
         [sys.executable, "-m", "tracker.store.audit"], input=request, capture_output=True, text=True, check=False
     )
@@ -121,7 +182,8 @@ def _worker_main() -> None:
     engine = create_engine(request["url"])
     try:
         with fewer_gc_passes():
-            segment = _check_range(engine, request["after"], request["upto"], request["first"])
+            anchor = request["anchor"]
+            segment = _check_range(engine, request["after"], request["upto"], None if anchor is None else tuple(anchor))
     finally:
         engine.dispose()
     json.dump(
@@ -137,9 +199,12 @@ def _worker_main() -> None:
     )
 
 
-def _check_range(engine: Engine, after: int | None, upto: int | None, first: bool) -> _Segment:
-    """The rows with ``after < seq <= upto``; only the first range knows what its first row must link to."""
-    return _check(_pages_in_order(engine, after, upto), GENESIS_HASH if first else None, 1 if first else None)
+def _check_range(engine: Engine, after: int | None, upto: int | None, anchor: tuple[int, str] | None) -> _Segment:
+    """The rows with ``after < seq <= upto``; only the first range knows what its first row must link to
+    (``anchor``: the seq and hash just before it)."""
+    if anchor is None:
+        return _check(_pages_in_order(engine, after, upto), None, None)
+    return _check(_pages_in_order(engine, after, upto), anchor[1], anchor[0] + 1)
 
 
 # A row of _pages_in_order: seq, prev_hash, hash, the body text up to observed_at's value, then

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 
 from tracker.diff import Signal, diff_signal, diff_snapshot
 from tracker.errors import IntegrityError
-from tracker.events import GENESIS_HASH, Event, EventDraft, canonical_json, seal
+from tracker.events import GENESIS_HASH, LEDGER_KIND, LEDGER_STREAM, Event, EventDraft, canonical_json, seal
 from tracker.lifecycle import lifecycle_for
 from tracker.projection import ProjectionDelta, RunState, apply_event
 from tracker.snapshots import Snapshot, round_time
@@ -171,6 +171,24 @@ def event_row(event: Event) -> tuple[Any, ...]:
         event.prev_hash,
         event.hash,
     )
+
+
+def append_ledger_event(
+    connection: Connection, event_type: str, data: dict[str, Any], occurred_at: float, recorded_at: float, source: str
+) -> Event:
+    """Append one event to the ledger's own stream (``kind`` tracker.ledger); the caller holds the append lock.
+
+    These events record facts about the log itself (a purge, an observer clock that went backwards);
+    no projection folds them.
+    """
+    version = connection.execute(
+        select(func.coalesce(func.max(run_events.c.version), 0)).where(run_events.c.run_id == LEDGER_STREAM)
+    ).scalar_one()
+    draft = EventDraft(LEDGER_KIND, LEDGER_STREAM, "", int(version) + 1, event_type, occurred_at, occurred_at, data)
+    head_seq, head_hash = chain_head(connection)
+    event = seal(draft, head_seq + 1, recorded_at, head_hash, source)
+    insert_rows(connection, run_events, EVENT_COLUMNS, [event_row(event)])
+    return event
 
 
 def chain_head(connection: Connection) -> tuple[int, str]:

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, MetaData, Table, delete, func, select
 
-from tracker.events import Event
+from tracker.events import LEDGER_KIND, Event
 from tracker.gc_tuning import fewer_gc_passes
 from tracker.projection import ProjectionDelta, RunState, apply_event, current_row
 from tracker.store.background import ConnectionWorker
@@ -192,12 +192,14 @@ def _fold_all(connection: Connection, tables: ProjectionTables) -> int:
         while rows := page.result():
             page = worker.call(_event_page, (rows[-1][2], rows[-1][0]))
             for event in _events(rows):
+                total += 1
+                if event.kind == LEDGER_KIND:  # the ledger's own stream has no projection
+                    continue
                 if state is not None and state.run_id != event.run_id:
                     done.append(state)
                     state = None
                 state = apply_event(state, event, delta)
                 pending += 1
-                total += 1
                 if pending >= _FLUSH_EVENTS:
                     worker.submit(write_projections, tables, delta, done, ())
                     delta, done, pending = ProjectionDelta(), [], 0

@@ -1,0 +1,191 @@
+"""Signed checkpoints: the log's head, signed outside the database, so that a cut tail or a rewritten
+chain is caught by ``audit verify --checkpoint`` (docs/audit.md).
+
+A checkpoint is a small JSON document::
+
+    {"format": "tracker.checkpoint/1", "log_id": <hash of the log's first event>, "seq": <head seq>,
+     "head_hash": <its hash>, "events": <events in the log>, "first_seq": <first seq the log holds>,
+     "time": <ISO-8601 UTC>, "created_at": <epoch seconds>, ["merkle": {"tree_size", "root"}],
+     "key_id": ..., "signature": ...}
+
+signed with Ed25519 (:mod:`tracker.signing`). The hash chain makes one (seq, hash) pair stand for the
+whole log up to it: a later log *extends* the checkpoint when it still holds that event with that hash
+and its chain verifies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from tracker.errors import AuditError
+from tracker.events import GENESIS_HASH
+from tracker.signing import SigningError, SigningKey, VerifyKey, sign_document, verify_document
+from tracker.store.audit import ChainReport, verify_chain
+
+FORMAT = "tracker.checkpoint/1"
+
+
+def utc_text(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def log_id(engine: Engine, purge: Mapping[str, Any] | None = None) -> str | None:
+    """The hash of the log's first event ever: what tells one log's checkpoints from another's."""
+    if purge is not None and purge.get("log_id"):
+        return str(purge["log_id"])
+    with engine.connect() as connection:
+        found = connection.execute(text("SELECT hash FROM run_events WHERE seq = 1")).scalar()
+    return None if found is None else str(found)
+
+
+def make_checkpoint(
+    engine: Engine,
+    key: SigningKey,
+    now: Callable[[], float],
+    since: Mapping[str, Any] | None = None,
+    merkle: bool = False,
+) -> dict[str, Any]:
+    """Verify the chain (from genesis or the purge point, or only after the trusted checkpoint ``since``)
+    and sign its head. Refuses to sign a broken chain."""
+    anchor = None
+    if since is not None:
+        verify_document(since, key.public, "the --since checkpoint")
+        anchor = (int(since["seq"]), str(since["head_hash"]))
+    report = verify_chain(engine, since=anchor)
+    if not report.ok:
+        raise AuditError(
+            f"the chain is broken at seq {report.first_bad_seq} ({report.problem}); refusing to sign a checkpoint"
+        )
+    if report.head_seq == 0:
+        raise AuditError("the log is empty; there is nothing to checkpoint")
+    moment = now()
+    document: dict[str, Any] = {
+        "format": FORMAT,
+        "log_id": log_id(engine, report.purge),
+        "seq": report.head_seq,
+        "head_hash": report.head_hash,
+        "events": _event_count(engine),
+        "first_seq": _first_seq(engine),
+        "time": utc_text(moment),
+        "created_at": round(moment, 3),
+    }
+    if merkle:
+        from tracker.store.merkle_log import tree_root
+
+        size, root = tree_root(engine, report.head_seq)
+        document["merkle"] = {"tree_size": size, "root": root}
+    return sign_document(document, key)
+
+
+def _event_count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(text("SELECT count(*) FROM run_events")).scalar_one())
+
+
+def _first_seq(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(text("SELECT coalesce(min(seq), 0) FROM run_events")).scalar_one())
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint file, read and shape-checked; errors name the file and the field."""
+    where = str(path)
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AuditError(f"{where}: cannot read the checkpoint: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AuditError(f"{where}: not a checkpoint (invalid JSON: {exc})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise AuditError(f"{where}: not a checkpoint (format is not {FORMAT!r})")
+    for name, kind in (("seq", int), ("head_hash", str), ("events", int)):
+        if not isinstance(document.get(name), kind) or isinstance(document.get(name), bool):
+            raise AuditError(f"{where}: field {name!r} is missing or not a {kind.__name__}")
+    return document
+
+
+@dataclass(frozen=True)
+class CheckpointResult:
+    """What one checkpoint says about the log: ``ok`` (extended), ``archived`` (before a purge), or a problem."""
+
+    name: str
+    seq: int
+    status: str  # ok | archived | failed
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.name, "seq": self.seq, "status": self.status, "detail": self.detail}
+
+
+def check_checkpoints(
+    engine: Engine, report: ChainReport, checkpoints: list[tuple[str, dict[str, Any]]], key: VerifyKey
+) -> list[CheckpointResult]:
+    """Whether the log (already verified into ``report``) extends each signed checkpoint."""
+    results = []
+    current_log = log_id(engine, report.purge)
+    for name, document in checkpoints:
+        seq = int(document["seq"])
+
+        def result(status: str, detail: str, name: str = name, seq: int = seq) -> CheckpointResult:
+            return CheckpointResult(name, seq, status, detail)
+
+        try:
+            verify_document(document, key, name)
+        except SigningError as exc:
+            results.append(result("failed", str(exc)))
+            continue
+        if current_log is not None and document.get("log_id") not in (None, current_log):
+            results.append(result("failed", "the checkpoint is of another log (its log_id differs)"))
+            continue
+        if seq > report.head_seq:
+            results.append(
+                result(
+                    "failed",
+                    f"the log ends at seq {report.head_seq}, before the checkpoint's seq {seq}: "
+                    "events were removed from its end, or the log was replaced",
+                )
+            )
+            continue
+        anchor_seq, anchor_hash = report.anchor
+        if report.purge is not None and seq <= anchor_seq:
+            if seq == anchor_seq and document["head_hash"] != anchor_hash:
+                results.append(result("failed", "the purge carried the chain forward from another hash"))
+            else:
+                results.append(
+                    result(
+                        "archived",
+                        f"seq {seq} was purged (up to seq {anchor_seq}); check it against the archive export",
+                    )
+                )
+            continue
+        stored = _hashes_at(engine, seq)
+        if seq == 0 and document["head_hash"] == GENESIS_HASH:
+            results.append(result("ok", "empty log"))
+        elif stored != [document["head_hash"]]:
+            results.append(
+                result(
+                    "failed",
+                    f"the event at seq {seq} is not the one the checkpoint signed: the log was rewritten "
+                    f"at or before seq {seq}",
+                )
+            )
+        else:
+            results.append(result("ok", f"the log extends it ({report.head_seq - seq} events since)"))
+    return results
+
+
+def _hashes_at(engine: Engine, seq: int) -> list[str]:
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT hash FROM run_events WHERE seq = :seq ORDER BY hash"), {"seq": seq})
+        return [str(row[0]) for row in rows]
