@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from tracker.events import source_json
 from tracker.gc_tuning import fewer_gc_passes
+from tracker.redaction import RedactionPolicy, redact_snapshots, redaction_source
 from tracker.sources.jsonl import Rejection, read_batches
 from tracker.store.ledger import AppendSummary, append_snapshots
 
@@ -40,12 +41,14 @@ def ingest_lines(
     batch_size: int = 2000,
     *,
     source: Mapping[str, Any],
+    redaction: RedactionPolicy | None = None,
 ) -> IngestSummary:
     """Apply every good snapshot of ``lines``; each bad line goes to ``on_reject``.
 
     ``source`` names where the lines come from, e.g. ``{"ingest": "runs.jsonl"}``; every event carries it.
+    ``redaction`` is applied to every snapshot before the diff sees it; the source then names its fingerprint.
     """
-    stored_source = source_json(source)
+    stored_source = source_json(redaction_source(redaction, source))
     totals = AppendSummary()
     summary = IngestSummary()
     with fewer_gc_passes():
@@ -55,7 +58,8 @@ def ingest_lines(
                 summary.rejected += 1
                 on_reject(rejection)
             if batch.snapshots:
-                totals.add(append_snapshots(engine, batch.snapshots, now, stored_source))
+                snapshots = redact_snapshots(redaction, batch.snapshots)
+                totals.add(append_snapshots(engine, snapshots, now, stored_source))
     summary.snapshots = totals.snapshots
     summary.applied = totals.applied
     summary.unchanged = totals.unchanged

@@ -11,7 +11,9 @@ import click
 import openai
 
 from tracker.cli.base import Context, cli, format_option
+from tracker.cli.redaction_options import redaction_options
 from tracker.cli.render import emit_json, emit_table
+from tracker.redaction import RedactionPolicy
 from tracker.sources.openai_runs import Caller, RateLimiter, RunsApi
 from tracker.store import watchlist
 from tracker.sync import SyncOptions, sync
@@ -80,6 +82,7 @@ def watched(obj: Context, output_format: str) -> None:
               help="Seconds between syncs (cron's period): a longer gap is recorded as poll_gap events.")  # fmt: skip
 @click.option("--steps", is_flag=True, help="Also record run steps (of runs not known to have ended).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@redaction_options
 @click.pass_obj
 def sync_command(
     obj: Context,
@@ -91,6 +94,7 @@ def sync_command(
     cadence: float,
     steps: bool,
     as_json: bool,
+    policy: RedactionPolicy | None,
 ) -> None:
     """Poll the runs of every watched thread once and append what changed.
 
@@ -105,7 +109,12 @@ def sync_command(
     try:
         caller = Caller(RateLimiter(max_rps), max_wait=max_retry_wait)
         options = SyncOptions(
-            concurrency=concurrency, max_runtime=max_runtime, idle_after=idle_after, cadence=cadence, steps=steps
+            concurrency=concurrency,
+            max_runtime=max_runtime,
+            idle_after=idle_after,
+            cadence=cadence,
+            steps=steps,
+            redaction=policy,
         )
         if sys.stderr.isatty() and not as_json:  # a person is watching; never under cron
             due, _ = watchlist.due_count(obj.engine, time.time())
