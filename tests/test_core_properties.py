@@ -12,6 +12,7 @@ import heapq
 import json
 import random
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from tests.test_lifecycle_rules import status_intervals
 from tracker.diff import diff_snapshot
 from tracker.events import (
+    API_TIME_AHEAD,
     GENESIS_HASH,
     LATE_OBSERVATION,
     STATUS_ANOMALY,
@@ -204,9 +206,9 @@ def maybe_time(offsets: st.SearchStrategy[int]) -> st.SearchStrategy[int | None]
 
 
 @st.composite
-def bodies(draw: st.DrawFn, run_index: int) -> dict[str, Any]:
+def bodies(draw: st.DrawFn, run_index: int, latest: int = 45) -> dict[str, Any]:
     created_at = C + run_index * 7
-    offset = st.integers(-2, 45).map(lambda seconds: created_at + seconds)
+    offset = st.integers(-2, latest).map(lambda seconds: created_at + seconds)
     body: dict[str, Any] = {
         "id": f"run_{run_index}",
         "object": "thread.run",
@@ -227,8 +229,10 @@ def bodies(draw: st.DrawFn, run_index: int) -> dict[str, Any]:
 
 
 @st.composite
-def streams(draw: st.DrawFn, in_order: bool | None = None) -> list[Snapshot]:
+def streams(draw: st.DrawFn, in_order: bool | None = None, latest: int = 45) -> list[Snapshot]:
     """Snapshots of 1-3 runs interleaved: random statuses and times, with exact duplicates anywhere.
+
+    The run's timestamps lie up to ``latest`` seconds after its creation; its polls up to 60 s after it.
 
     One run has one content per observation time, so a duplicate is always an exact duplicate. Unless
     ``in_order``, the distinct observations may come in any order of ``observed_at``.
@@ -239,7 +243,7 @@ def streams(draw: st.DrawFn, in_order: bool | None = None) -> list[Snapshot]:
         run_index = draw(st.integers(0, runs - 1))
         observed_at = float(C + run_index * 7 + draw(st.integers(0, 60)) + draw(st.sampled_from([0, 0.25, 0.5])))
         if (run_index, observed_at) not in observations:
-            observations[(run_index, observed_at)] = to_snapshot(draw(bodies(run_index)), observed_at)
+            observations[(run_index, observed_at)] = to_snapshot(draw(bodies(run_index, latest)), observed_at)
     unique = list(observations.values())
     if in_order or (in_order is None and draw(st.booleans())):
         unique.sort(key=lambda snapshot: snapshot.observed_at)
@@ -367,6 +371,29 @@ def test_resumed_runs_keep_the_first_start(stream: list[Snapshot], sizes: list[i
     episodes = [i for i, status in enumerate(statuses) if status == "requires_action" and statuses[i - 1] != status]
     assert row["requires_action_count"] == len(episodes)
     assert ledger.feed(stream, [len(stream)]) == []
+
+
+@PROPERTY
+@given(stream=streams(latest=400), sizes=batch_sizes, data=st.data())
+def test_api_times_ahead_are_said_once_beside_a_snapshots_events(
+    stream: list[Snapshot], sizes: list[int], data: st.DataObject
+) -> None:
+    # Timestamps up to 400 s after creation, polls up to 60 s after it: the API's clock often runs ahead.
+    ledger = Ledger()
+    ledger.feed(stream, sizes)
+    check_all(ledger)
+    for events in by_run(ledger.log).values():
+        for previous, event in pairwise(events):
+            if event.event_type == API_TIME_AHEAD:
+                assert previous.event_type not in (API_TIME_AHEAD, LATE_OBSERVATION)
+                assert previous.observed_at == event.observed_at == event.occurred_at
+                tolerance = THREAD_RUN.future_tolerance_s
+                assert all(value > event.observed_at + tolerance for value in event.data["fields"].values())
+        assert events[0].event_type != API_TIME_AHEAD
+    prefix = data.draw(st.integers(0, len(stream)), label="prefix")
+    again = ledger.feed(stream[:prefix], sizes) + ledger.feed(stream, [len(stream)])
+    assert {event.event_type for event in again} <= {LATE_OBSERVATION}
+    check_rebuild(ledger)
 
 
 @settings(max_examples=40, deadline=None)

@@ -15,6 +15,7 @@ import pytest
 
 from tracker.diff import Signal, diff_signal, diff_snapshot
 from tracker.events import (
+    API_TIME_AHEAD,
     FIELDS_CHANGED,
     FIRST_SEEN,
     GENESIS_HASH,
@@ -30,6 +31,7 @@ from tracker.events import (
     payload_digest,
     seal,
 )
+from tracker.lifecycle import THREAD_RUN, THREAD_RUN_STEP
 from tracker.projection import ProjectionDelta, RunState, apply_event, current_row
 from tracker.snapshots import Snapshot, to_snapshot
 
@@ -979,3 +981,104 @@ def test_a_poll_gap_is_recorded_for_a_live_run_but_not_before_what_was_seen() ->
     assert [draft.event_type for draft in diff_signal(state, gap)] == [POLL_GAP]
     older = Signal("thread.run", "run_a", "thread_a", POLL_GAP, C + 1, {"since": C, "until": C + 1})
     assert diff_signal(state, older) == []
+
+
+# --- rule 12: clocks -------------------------------------------------------------------------------------
+
+TOLERANCE = THREAD_RUN.future_tolerance_s
+
+
+def test_every_kind_has_a_future_tolerance_as_data() -> None:
+    assert THREAD_RUN.future_tolerance_s == THREAD_RUN_STEP.future_tolerance_s == 120.0
+
+
+def test_an_api_time_ahead_of_the_observer_is_recorded_after_the_snapshots_events() -> None:
+    fed = feed(snap("queued", C - 200))
+    assert types(fed.events) == [FIRST_SEEN, STATUS_CHANGED, API_TIME_AHEAD]
+    flag = fed.events[-1]
+    assert (flag.occurred_at, flag.observed_at, flag.version) == (C - 200, C - 200, 3)
+    assert flag.data == {"fields": {"created_at": C}, "observed_at": C - 200, "ahead_s": 200, "tolerance_s": 120}
+
+
+def test_api_times_within_the_tolerance_are_not_flagged() -> None:
+    fed = feed(snap("completed", C - TOLERANCE, started_at=C, completed_at=C))
+    assert API_TIME_AHEAD not in types(fed.events)
+
+
+def test_api_time_ahead_names_every_new_time_and_the_largest_lead() -> None:
+    fed = feed(snap("completed", C - 130, started_at=C + 10, completed_at=C + 50))
+    flag = only(fed.events, API_TIME_AHEAD)
+    assert flag.data["fields"] == {"created_at": C, "started_at": C + 10, "completed_at": C + 50}
+    assert flag.data["ahead_s"] == 180
+    assert fed.events[-1] is flag
+
+
+def test_only_times_new_to_the_run_are_flagged() -> None:
+    ledger = Ledger()
+    ledger.feed(snap("queued", C - 200))
+    # created_at was judged when it was new; the new started_at is judged now.
+    started = ledger.feed(snap("in_progress", C - 150, started_at=C + 1))
+    assert only(started.events, API_TIME_AHEAD).data["fields"] == {"started_at": C + 1}
+    # A change that brings no new time says nothing about the clocks.
+    changed = ledger.feed(snap("in_progress", C - 140, started_at=C + 1, usage={"total_tokens": 3}))
+    assert types(changed.events) == [FIELDS_CHANGED]
+
+
+def test_refeeding_snapshots_with_api_times_ahead_appends_nothing() -> None:
+    snapshots = [snap("queued", C - 200), snap("in_progress", C - 150, started_at=C + 1)]
+    ledger = Ledger()
+    assert types(ledger.feed(*snapshots).events).count(API_TIME_AHEAD) == 2
+    assert ledger.feed(*snapshots).events == []
+    assert ledger.feed(snap("in_progress", C - 100, started_at=C + 1)).events == []
+
+
+def test_a_late_snapshot_never_records_api_time_ahead() -> None:
+    ledger = Ledger()
+    ledger.feed(snap("queued", C + 5))
+    late = ledger.feed(snap("in_progress", C - 300, started_at=C - 1))
+    assert late.outcomes == ["stale"]
+    assert types(late.events) == [LATE_OBSERVATION]
+
+
+def test_a_live_runs_expires_at_is_a_deadline_not_a_past_time() -> None:
+    live = feed(snap("in_progress", C + 5, started_at=C + 1, expires_at=C + 600))
+    assert API_TIME_AHEAD not in types(live.events)
+    expired = feed(snap("expired", C + 5, expires_at=C + 600))
+    assert only(expired.events, API_TIME_AHEAD).data["fields"] == {"expires_at": C + 600}
+
+
+def test_a_run_steps_times_are_judged_by_the_step_lifecycle() -> None:
+    body = {
+        "id": "step_a",
+        "object": "thread.run.step",
+        "thread_id": "thread_a",
+        "run_id": "run_a",
+        "created_at": C,
+        "status": "completed",
+        "completed_at": C + 400,
+    }
+    fed = feed(to_snapshot(body, float(C + 5)))
+    flag = only(fed.events, API_TIME_AHEAD)
+    assert (flag.kind, flag.data["fields"], flag.data["ahead_s"]) == ("thread.run.step", {"completed_at": C + 400}, 395)
+
+
+def test_api_time_ahead_moves_nothing_the_fold_or_the_diff_reads() -> None:
+    flagged = feed(snap("in_progress", C - 200, started_at=C + 1))
+    assert types(flagged.events)[-1] == API_TIME_AHEAD
+    without: RunState | None = None
+    for event in flagged.events[:-1]:
+        without = apply_event(without, event)
+    assert without is not None
+    counters = {"version", "event_count", "last_event_seq", "fields_key"}
+    names = [f.name for f in dataclass_fields(RunState) if f.name not in counters]
+    assert {name: getattr(state_of(flagged), name) for name in names} == {
+        name: getattr(without, name) for name in names
+    }
+    assert current_row(state_of(flagged))["status"] == "in_progress"
+    # The next snapshot means the same to both states: the same events, one version apart.
+    later = snap("completed", C - 100, started_at=C + 1, completed_at=C + 2)
+    with_flag = diff_snapshot(state_of(flagged), later).events
+    plain = diff_snapshot(without, later).events
+    assert [(e.event_type, e.occurred_at, e.data) for e in with_flag] == [
+        (e.event_type, e.occurred_at, e.data) for e in plain
+    ]

@@ -24,7 +24,7 @@ from tracker.store import watchlist
 from tracker.store.audit import verify_chain
 from tracker.store.queries import list_runs
 from tracker.store.schema import proj_runs, run_events, sync_runs
-from tracker.sync import SyncOptions, SyncSummary, sync
+from tracker.sync import SyncOptions, SyncSummary, public_url, sync
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning")
 
@@ -81,7 +81,9 @@ def test_a_sync_appends_the_runs_of_every_watched_thread(engine: Engine, api: Ap
     with engine.connect() as connection:
         sources = set(connection.execute(text("SELECT DISTINCT CAST(source AS TEXT) FROM run_events")).scalars())
         record = connection.execute(select(sync_runs)).one()._mapping
-    assert sources == {json.dumps({"sync": summary.sync_id}, separators=(",", ":"))}
+    # ... and the server, so that an exported event names it without the sync_runs table.
+    expected = {"sync": summary.sync_id, "base_url": api.server.base_url}
+    assert sources == {json.dumps(expected, sort_keys=True, separators=(",", ":"))}
     assert record["outcome"] == "ok" and record["requests"] == summary.requests == 6
     assert record["events_appended"] == summary.events_appended
     assert record["base_url"] == api.server.base_url
@@ -290,3 +292,9 @@ def test_with_steps_a_sync_records_each_runs_steps_as_objects_of_their_own(engin
     idle = api.sync(engine, steps=True)
     assert (idle.requests, idle.events_appended) == (3, 0)
     assert verify_chain(engine).ok
+
+
+def test_the_server_named_in_the_events_source_carries_no_credentials_nor_query() -> None:
+    assert public_url("https://user:sk-secret@api.example.com:8443/v1/?api-key=sk-x#frag") == (
+        "https://api.example.com:8443/v1"
+    )

@@ -7,15 +7,17 @@ observation time already applied (``watermark``, which also counts snapshots tha
 
 Outcomes: ``applied`` (events appended), ``unchanged`` (identical content, nothing appended),
 ``stale`` (older than what was applied; at most one ``late_observation`` event when it reveals a
-status the history does not show at that time).
+status the history does not show at that time). An applied snapshot that brings API times later than
+its own observation (beyond the lifecycle's tolerance) ends with one ``api_time_ahead`` event.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from tracker.events import (
+    API_TIME_AHEAD,
     FIELDS_CHANGED,
     FIRST_SEEN,
     LATE_OBSERVATION,
@@ -58,7 +60,48 @@ def diff_snapshot(state: RunState | None, snapshot: Snapshot, watermark: float |
     result = _diff_snapshot(state, snapshot, watermark)
     if result.outcome != "stale":
         _note_overdue(state, snapshot, result)
+        _note_api_time_ahead(state, snapshot, result)
     return result
+
+
+def _note_api_time_ahead(state: RunState | None, snapshot: Snapshot, result: Diff) -> None:
+    """Rule 12: past times new to the run that lie beyond the observer's clock get one ``api_time_ahead``.
+
+    Only alongside the snapshot's other events: a time already in the history was judged when it was new,
+    so an unchanged snapshot, and re-feeding one, appends nothing.
+    """
+    if not result.events:
+        return
+    lifecycle = lifecycle_for(snapshot.kind)
+    limit = snapshot.observed_at + lifecycle.future_tolerance_s
+    known = {} if state is None else state.fields
+    ahead: dict[str, Any] = {}
+    for name in lifecycle.past_time_fields(snapshot.status):
+        value = snapshot.body.get(name)
+        if not _is_time(value) or value <= limit:
+            continue
+        before = known.get(name)
+        if _is_time(before) and before == value:
+            continue
+        ahead[name] = value
+    if not ahead:
+        return
+    drafts = _Drafts(snapshot, result.events[-1].version)
+    drafts.add(
+        API_TIME_AHEAD,
+        snapshot.observed_at,
+        {
+            "fields": ahead,
+            "observed_at": json_time(snapshot.observed_at),
+            "ahead_s": json_time(round(max(ahead.values()) - snapshot.observed_at, 3)),
+            "tolerance_s": json_time(lifecycle.future_tolerance_s),
+        },
+    )
+    result.events.extend(drafts.events)
+
+
+def _is_time(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _note_overdue(state: RunState | None, snapshot: Snapshot, result: Diff) -> None:

@@ -36,6 +36,8 @@ LATE_OBSERVATION: Final = "late_observation"
 RUN_STALE: Final = "run_stale"  # still live well past its deadline (expires_at)
 RUN_LOST: Final = "run_lost"  # the API no longer returns a run the ledger knows as live (404)
 POLL_GAP: Final = "poll_gap"  # the run was not polled for longer than the configured cadence
+# A time the API says has passed lies later than the observer's clock (beyond the lifecycle's tolerance).
+API_TIME_AHEAD: Final = "api_time_ahead"
 # Audit facts about a run's history itself (tracker audit erase): signed, chained, never a status change.
 PAYLOAD_ERASED: Final = "payload_erased"
 EVENT_TYPES: Final = frozenset(
@@ -48,6 +50,7 @@ EVENT_TYPES: Final = frozenset(
         RUN_STALE,
         RUN_LOST,
         POLL_GAP,
+        API_TIME_AHEAD,
         PAYLOAD_ERASED,
     }
 )
@@ -218,8 +221,9 @@ def body_json(
 def source_json(source: Mapping[str, Any]) -> str:
     """The ``source`` of events, as stored and hashed: where they came from, as canonical JSON.
 
-    ``{"ingest": "<path, or - for stdin>"}`` for ``tracker ingest``; ``{"sync": <sync_runs.id>}`` for
-    ``tracker sync`` (the sync's record names the server, host and process).
+    ``{"ingest": "<path, or - for stdin>"}`` for ``tracker ingest``; ``{"sync": <sync_runs.id>,
+    "base_url": <the server, without credentials or query>}`` for ``tracker sync`` (the sync's record
+    also names the host and process).
     """
     if not source:
         raise ValueError("an event source names where the events came from, e.g. {'ingest': 'file.jsonl'}")

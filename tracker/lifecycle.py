@@ -17,6 +17,9 @@ The diff engine never names a status itself; everything it needs to know about a
   ``expired``; the API nulls the field once the object ends);
 * ``sensitive_fields`` — free-text fields that may carry personal data; their values are kept out of
   the chained event rows (see :mod:`tracker.events`);
+* ``future_tolerance_s`` — how far a time the API says has passed (``created_at``, a dating field) may
+  lie after the observer's clock before the diff records ``api_time_ahead``: whole-second truncation
+  and ordinary clock skew stay below it;
 * ``columns`` — how the projected row reads the object (model, error, token usage).
 
 Unknown statuses are never rejected: they are recorded verbatim and treated as non-terminal.
@@ -59,12 +62,24 @@ class Lifecycle:
     sensitive_fields: frozenset[str] = frozenset()
     duration_statuses: tuple[str, ...] = ()
     required_fields: tuple[str, ...] = field(default=())
+    future_tolerance_s: float = 120.0
 
     @cached_property
     def time_fields(self) -> tuple[str, ...]:
         """Every field read as a time: the created field, the dating fields and the deadline field."""
         names = [self.created_field, *self.dated_by.values()]
         if self.deadline is not None:
+            names.append(self.deadline.field)
+        return tuple(dict.fromkeys(names))
+
+    def past_time_fields(self, status: str) -> tuple[str, ...]:
+        """The time fields that name a moment already past for an object in ``status``.
+
+        The created field and the dating fields always do; the deadline field only once the object is in
+        the deadline's status (a live run's ``expires_at`` is rightly in the future).
+        """
+        names = [self.created_field, *self.dated_by.values()]
+        if self.deadline is not None and status == self.deadline.status:
             names.append(self.deadline.field)
         return tuple(dict.fromkeys(names))
 

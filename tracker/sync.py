@@ -3,7 +3,7 @@
 Theory of operation. A sync records itself in ``sync_runs`` and then, until no due thread is left (or
 ``max_runtime`` has passed), leases threads ``claim_size`` at a time (the next ones while the workers
 still poll the last), polls them on ``concurrency`` worker threads and appends what they returned from
-this thread, in batches, with ``{"sync": <id>}`` as the events'
+this thread, in batches, with ``{"sync": <id>, "base_url": <the server>}`` as the events'
 source. Per watched thread (:func:`poll_thread`):
 
 1. list its runs newest first, 100 a page, and stop paging at the first page that reaches a run the
@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 from tracker.diff import Signal
 from tracker.events import POLL_GAP, RUN_LOST, source_json
 from tracker.lifecycle import lifecycle_for
+from tracker.redaction import RedactionPolicy, redact_snapshots, redaction_source
 from tracker.snapshots import Snapshot, SnapshotError, decode_line, read_page_leniently
 from tracker.sources.openai_runs import ApiFailure, Caller, Fetched, GaveUp, RunsApi, assistants_api_allowed
 from tracker.store.ledger import append_snapshots
@@ -55,6 +56,8 @@ class SyncOptions:
     # Expected seconds between syncs (cron's period). A thread polled more than 1.5 cadences after its
     # last sync gets a poll_gap event on each of its live runs: what happened in between is only bounded.
     cadence: float | None = 60.0
+    # Applied to every run and step before the diff sees it (docs/redaction.md); named in the events' source.
+    redaction: RedactionPolicy | None = None
 
 
 @dataclass
@@ -213,8 +216,10 @@ def sync(
     """One sync of every due watched thread (see the module docstring)."""
     summary = SyncSummary()
     started = now()
-    summary.sync_id = start_sync(engine, started, socket.gethostname(), os.getpid(), public_url(api.base_url))
-    source = source_json({"sync": summary.sync_id})
+    base_url = public_url(api.base_url)
+    summary.sync_id = start_sync(engine, started, socket.gethostname(), os.getpid(), base_url)
+    # The server is named in every event too, so an exported event says where it came from on its own.
+    source = source_json(redaction_source(options.redaction, {"sync": summary.sync_id, "base_url": base_url}))
     pending: list[Snapshot] = []
     signals: list[Signal] = []
     outcomes: list[ThreadOutcome] = []
@@ -256,7 +261,7 @@ def sync(
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 poll = future.result()
-                pending.extend(poll.snapshots)
+                pending.extend(redact_snapshots(options.redaction, poll.snapshots))
                 signals.extend(poll.signals)
                 outcomes.append(poll.outcome)
                 summary.threads_polled += 1
