@@ -20,6 +20,7 @@ from psycopg import sql
 from sqlalchemy import Engine
 
 from tests.pgserver import ExternalPostgres, PostgresServer, postgres_for_tests
+from tracker.signing import SigningKey, generate_key, load_signing_key
 from tracker.store import open_database
 from tracker.store.engine import make_engine
 from tracker.store.migrate import upgrade
@@ -91,6 +92,13 @@ def empty_db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'empty.db'}"
     return fresh_postgres_url(request.getfixturevalue("postgres"), migrated=False)
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> SigningKey:
+    """A fresh Ed25519 signing key at ``tmp_path / "audit.key"`` (its public half beside it, ``.pub``)."""
+    generate_key(tmp_path / "audit.key")
+    return load_signing_key(tmp_path / "audit.key")
 
 
 @pytest.fixture

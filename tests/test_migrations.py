@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, MetaData, func, inspect, select, text
+from sqlalchemy import Boolean, Engine, MetaData, func, inspect, select, text
 
 from tracker.errors import SchemaError
 from tracker.ingest import ingest_lines
@@ -31,7 +32,7 @@ VIEW_COLUMNS = {
     "run_current": [
         "run_id", "thread_id", "assistant_id", "model", "status", "is_terminal", "created_at", "started_at",
         "ended_at", "last_error_code", "last_error_message", "incomplete_reason", "prompt_tokens",
-        "completion_tokens", "total_tokens", "event_count", "last_event_seq",
+        "completion_tokens", "total_tokens", "event_count", "last_event_seq", "archived",
     ],
     "run_transitions": [
         "seq", "run_id", "thread_id", "from_status", "to_status", "occurred_at", "observed_at", "inferred",
@@ -45,8 +46,20 @@ VIEW_COLUMNS = {
 }  # fmt: skip
 
 TRIGGERS = {
-    "sqlite": {"trg_run_events_no_update", "trg_run_events_no_delete", "trg_run_events_no_replace"},
-    "postgresql": {"trg_run_events_no_update_delete", "trg_run_events_no_truncate"},
+    "sqlite": {
+        "trg_run_events_no_update",
+        "trg_run_events_no_delete",
+        "trg_run_events_no_replace",
+        "trg_ledger_purges_no_update",
+        "trg_ledger_purges_no_delete",
+        "trg_ledger_purges_no_replace",
+    },
+    "postgresql": {
+        "trg_run_events_no_update_delete",
+        "trg_run_events_no_truncate",
+        "trg_ledger_purges_no_update_delete",
+        "trg_ledger_purges_no_truncate",
+    },
 }
 TRACKER_TABLES = {name for name in metadata.tables}
 NOW = 1_800_000_000.0  # later than every observation of the synthetic streams
@@ -100,7 +113,7 @@ def _assert_head_schema(engine: Engine) -> None:
     if engine.dialect.name == "postgresql":
         # ENABLE ALWAYS: the guards also fire under session_replication_role = replica.
         assert set(triggers.values()) == {"A"}
-        assert _functions(engine) == {"run_events_refuse_change"}
+        assert _functions(engine) == {"run_events_refuse_change", "ledger_purges_refuse_change"}
 
 
 def _assert_nothing_left(engine: Engine) -> None:
@@ -182,6 +195,36 @@ def _stream(runs: int, seed: int) -> list[bytes]:
     return [json.dumps(record).encode() for record in snapshot_stream(runs, seed=seed)]
 
 
+def _populate_as_of(engine: Engine, lines: list[bytes], scratch: Path) -> None:
+    """Ingest ``lines`` with today's code into a scratch database at head, then copy every row into
+    ``engine`` (at an older revision), column by column, keeping only the columns that revision has.
+
+    A frozen populator for every revision: the rows are the ones today's ingest writes, stored texts
+    (event data, canonical JSON) copied byte for byte.
+    """
+    source = open_database(f"sqlite:///{scratch}")
+    try:
+        summary = ingest_lines(source, lines, lambda: NOW, source={"ingest": "test"})
+        assert summary.rejected == 0
+        assert summary.events_appended > 0
+        target_tables = inspect(engine)
+        with source.connect() as reading, engine.begin() as writing:
+            for table in metadata.sorted_tables:
+                if not target_tables.has_table(table.name):
+                    continue
+                present = {column["name"] for column in target_tables.get_columns(table.name)}
+                columns = [column for column in table.columns if column.name in present]
+                names = [column.name for column in columns]
+                flags = {column.name for column in columns if isinstance(column.type, Boolean)}
+                rows = reading.execute(text(f"SELECT {', '.join(names)} FROM {table.name}")).mappings().all()
+                if rows:
+                    marks = ", ".join(f":{name}" for name in names)
+                    insert = text(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})")
+                    writing.execute(insert, [{k: bool(v) if k in flags else v for k, v in row.items()} for row in rows])
+    finally:
+        source.dispose()
+
+
 def _view_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as connection:
         return {view: connection.execute(text(f"SELECT COUNT(*) FROM {view}")).scalar_one() for view in VIEW_COLUMNS}
@@ -192,11 +235,11 @@ def _view_counts(engine: Engine) -> dict[str, int]:
 # no-op upgrade; each new revision adds a case. The population goes through today's ingest code: when
 # a migration changes a table that ingest writes, the older revisions need a frozen populator.
 @pytest.mark.parametrize("revision", REVISIONS)
-def test_data_written_at_each_revision_survives_upgrade(empty_engine: Engine, empty_db_url: str, revision: str) -> None:
+def test_data_written_at_each_revision_survives_upgrade(
+    empty_engine: Engine, empty_db_url: str, revision: str, tmp_path: Path
+) -> None:
     upgrade(empty_engine, revision)
-    summary = ingest_lines(empty_engine, _stream(20, seed=11), lambda: NOW, source={"ingest": "test"})
-    assert summary.rejected == 0
-    assert summary.events_appended > 0
+    _populate_as_of(empty_engine, _stream(20, seed=11), tmp_path / "head.db")
     before = verify_chain(empty_engine)
     assert before.ok
     counts = _view_counts(empty_engine)

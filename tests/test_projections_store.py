@@ -289,7 +289,7 @@ def _event_seqs(engine: Engine, run_id: str, event_type: str | None = None) -> l
 RUN_CURRENT = [
     "run_id", "thread_id", "assistant_id", "model", "status", "is_terminal", "created_at", "started_at",
     "ended_at", "last_error_code", "last_error_message", "incomplete_reason", "prompt_tokens",
-    "completion_tokens", "total_tokens", "event_count", "last_event_seq",
+    "completion_tokens", "total_tokens", "event_count", "last_event_seq", "archived",
 ]  # fmt: skip
 RUN_TRANSITIONS = ["seq", "run_id", "thread_id", "from_status", "to_status", "occurred_at", "observed_at", "inferred"]
 RUN_STATUS_INTERVALS = ["run_id", "status", "entered_at", "exited_at", "duration_s"]

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tracker.events import (
+    API_TIME_AHEAD,
     FIELDS_CHANGED,
     FIRST_SEEN,
     LATE_OBSERVATION,
+    PAYLOAD_ERASED,
     RUN_LOST,
     RUN_STALE,
     STATUS_ANOMALY,
@@ -58,11 +60,18 @@ class RunState:
     observations: list[tuple[float, str]] = field(default_factory=list)
     # Why the run looks stuck or gone (run_stale / run_lost), until its status changes again.
     stale: str | None = None
+    # The seq through which the run's events were purged into an archive (0: none); its state up to there
+    # comes from archived_runs (tracker audit purge). Kept out of the JSON while 0, so states written
+    # before purges existed read back equal.
+    archived_through: int = 0
     # Not state: the fingerprint of ``fields``, computed when first asked for (see fields_fingerprint).
     fields_key: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _PERSISTED}
+        data = {name: getattr(self, name) for name in _PERSISTED}
+        if not self.archived_through:
+            del data["archived_through"]
+        return data
 
     def fields_fingerprint(self) -> bytes:
         """``fingerprint(fields)``, remembered until the fields change."""
@@ -130,6 +139,11 @@ def apply_event(state: RunState | None, event: Event, delta: ProjectionDelta | N
     data = event.data
     if event.event_type == LATE_OBSERVATION:
         state.late_keys.append(data["key"])
+        return state
+    if event.event_type == PAYLOAD_ERASED:  # evidence about the history, not an observation of the run
+        return state
+    if event.event_type == API_TIME_AHEAD:
+        # Evidence about the API's clock, not about the run: it moves no time the diff reads.
         return state
     if state.last_observed_at is None or event.observed_at > state.last_observed_at:
         state.last_observed_at = event.observed_at
@@ -237,6 +251,7 @@ def current_row(state: RunState) -> dict[str, Any]:
         "total_s": _ms(state.ended_at - state.created_at) if state.ended_at is not None else None,
         "requires_action_count": state.entries.get("requires_action", 0),
         "state": state.to_json(),
+        "archived": state.archived_through > 0,
     }
     for status in lifecycle.duration_statuses:
         row[f"{status}_s"] = state.durations.get(status, 0.0)

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
-from tracker.cli import audit_commands, ledger_commands, report_commands, simulate_command, sync_commands
+from tracker.cli import (
+    audit_commands,
+    db_roles_command,
+    export_command,
+    ledger_commands,
+    report_commands,
+    simulate_command,
+    sync_commands,
+)
 from tracker.cli.base import cli
 
-__all__ = ["audit_commands", "cli", "ledger_commands", "main", "report_commands", "simulate_command", "sync_commands"]
+__all__ = [
+    "audit_commands",
+    "cli",
+    "db_roles_command",
+    "export_command",
+    "ledger_commands",
+    "main",
+    "report_commands",
+    "simulate_command",
+    "sync_commands",
+]
 
 
 def main() -> None:

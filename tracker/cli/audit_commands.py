@@ -10,11 +10,11 @@ from typing import Any
 
 import click
 
-from tracker.cli.base import Context, cli, format_option
+from tracker.cli.base import Context, cli, format_option, time_value
 from tracker.cli.render import emit_json
 from tracker.signing import KEY_ENV, PUBLIC_KEY_ENV, generate_key, load_signing_key, load_verify_key
 from tracker.store.audit import ChainReport, verify_chain
-from tracker.store.checkpoints import CheckpointResult, check_checkpoints, make_checkpoint, read_checkpoint
+from tracker.store.checkpoints import CheckpointResult, check_checkpoints, check_purge, make_checkpoint, read_checkpoint
 
 
 @cli.group()
@@ -56,10 +56,13 @@ def audit_verify(
     With --checkpoint, also exit 1 when the log no longer extends a signed checkpoint: its tail was cut,
     or the chain was rewritten and rehashed.
     """
-    key = load_verify_key(public_key_path) if checkpoint_paths else None
+    key = load_verify_key(public_key_path) if checkpoint_paths or public_key_path else None
     checkpoints = [(path, read_checkpoint(path)) for path in checkpoint_paths]
     report = verify_chain(obj.engine)
     results = check_checkpoints(obj.engine, report, checkpoints, key) if key is not None else []
+    purge = check_purge(report, key)
+    if purge is not None:
+        results.insert(0, purge)
     ok = report.ok and all(result.ok for result in results)
     if as_json or output_format == "json":
         emit_json({**_report_dict(report), "ok": ok, "checkpoints": [result.as_dict() for result in results]})
@@ -155,3 +158,191 @@ def _write_new(path: Path, document: dict[str, Any]) -> None:
         raise click.BadParameter(message, param_hint="--out") from None
     with os.fdopen(descriptor, "w", encoding="utf-8") as out:
         out.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
+@audit.command("erase")
+@click.option("--run", "run_ids", multiple=True, help="Erase the sensitive payloads of this run (repeatable).")
+@click.option(
+    "--field",
+    "fields",
+    multiple=True,
+    help="Only payloads of this field (instructions, metadata, required_action, ...); alone: in every run.",
+)
+@click.option("--reason", required=True, help="Why (e.g. the erasure request's reference); signed into the chain.")
+@key_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.pass_obj
+def audit_erase(
+    obj: Context, run_ids: tuple[str, ...], fields: tuple[str, ...], reason: str, key_path: str | None, as_json: bool
+) -> None:
+    """Erase sensitive payload bodies (a data-protection request) and record it as signed, chained events.
+
+    The chain stays verifiable: events only ever held digests of these values. The database files are
+    compacted afterwards so the erased bytes cannot be read back from them (docs/audit.md says what
+    remains elsewhere: backups, PostgreSQL WAL archives).
+    """
+    from tracker.store.erasure import erase_payloads
+
+    key = load_signing_key(key_path)
+    summary = erase_payloads(obj.engine, key, time.time, run_ids=run_ids, fields=fields, reason=reason)
+    if as_json:
+        emit_json(
+            {
+                "runs": summary.runs,
+                "payloads": summary.payloads,
+                "events_appended": summary.events_appended,
+                "compacted": summary.compacted,
+                "compaction_error": summary.compaction_error,
+                "key_id": key.public.key_id,
+            }
+        )
+    else:
+        click.echo(
+            f"erased {summary.payloads} payload bodies of {summary.runs} runs; {summary.events_appended} "
+            f"payload_erased events appended, signed by {key.public.key_id}"
+        )
+    if summary.compaction_error is not None:
+        click.echo(
+            f"tracker: warning: the erasure is recorded, but the storage was not compacted "
+            f"({summary.compaction_error}); run it as the table owner: see docs/audit.md",
+            err=True,
+        )
+
+
+@audit.command("purge")
+@click.option(
+    "--before",
+    required=True,
+    help="Purge the events recorded before this time (ISO-8601 date or time, UTC unless a zone is given).",
+)
+@click.option(
+    "--archive",
+    "archive_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Write the purged events here first, as a signed, verifiable export (never overwritten).",
+)
+@click.option(
+    "--checkpoint-out",
+    "checkpoint_path",
+    type=click.Path(dir_okay=False),
+    help="Where the signed checkpoint of the purge point goes (default: ARCHIVE.checkpoint.json).",
+)
+@click.option(
+    "--min-age-days",
+    type=click.FloatRange(min=0),
+    help="Refuse to purge anything younger (default $TRACKER_RETENTION_MIN_AGE_DAYS, else 183: six months).",
+)
+@key_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.pass_obj
+def audit_purge(
+    obj: Context,
+    before: str,
+    archive_path: str,
+    checkpoint_path: str | None,
+    min_age_days: float | None,
+    key_path: str | None,
+    as_json: bool,
+) -> None:
+    """Remove old events from the start of the log, after archiving them (retention).
+
+    The only deletion the ledger allows: verified first, archived as a signed export, carried forward by
+    a signed checkpoint and recorded in the chain. On PostgreSQL only the owner role may do it.
+    """
+    from tracker.store.retention import configured_min_age_days, purge
+
+    key = load_signing_key(key_path)
+    result = purge(
+        obj.engine,
+        key,
+        time.time,
+        before=time_value(before, "--before") or 0.0,
+        min_age_days=configured_min_age_days(min_age_days),
+        archive_path=Path(archive_path),
+        checkpoint_path=Path(checkpoint_path) if checkpoint_path else None,
+    )
+    summary = {
+        "first_seq": result.first_seq,
+        "through_seq": result.through_seq,
+        "through_hash": result.through_hash,
+        "events_purged": result.events_purged,
+        "runs_archived": result.runs_archived,
+        "archive": str(result.archive.export),
+        "manifest": str(result.archive.manifest),
+        "checkpoint": str(result.checkpoint_path),
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(
+        f"purged seq {result.first_seq}..{result.through_seq} ({result.events_purged} events; "
+        f"{result.runs_archived} runs archived); archive {result.archive.export} (manifest "
+        f"{result.archive.manifest}), checkpoint {result.checkpoint_path}"
+    )
+
+
+@audit.group("prove")
+def audit_prove() -> None:
+    """RFC 6962 Merkle proofs over the log (leaves: the event hashes in seq order; docs/audit.md)."""
+
+
+@audit_prove.command("inclusion")
+@click.argument("seq", type=click.IntRange(min=1))
+@click.option("--tree-size", type=click.IntRange(min=1), help="The tree of the first N events (default: all).")
+@click.pass_obj
+def audit_prove_inclusion(obj: Context, seq: int, tree_size: int | None) -> None:
+    """Prove that the event at SEQ is in the tree a checkpoint signed (JSON on stdout)."""
+    from tracker.store.merkle_log import inclusion_proof
+
+    emit_json(inclusion_proof(obj.engine, seq, tree_size))
+
+
+@audit_prove.command("consistency")
+@click.argument("old_size", type=click.IntRange(min=0))
+@click.argument("new_size", type=click.IntRange(min=0), required=False)
+@click.pass_obj
+def audit_prove_consistency(obj: Context, old_size: int, new_size: int | None) -> None:
+    """Prove that the tree of OLD_SIZE events is a prefix of the tree of NEW_SIZE (default: all)."""
+    from tracker.store.merkle_log import consistency_proof
+
+    emit_json(consistency_proof(obj.engine, old_size, new_size))
+
+
+@audit.command("check-proof")
+@click.argument("proof_path", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--checkpoint",
+    "checkpoint_paths",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="Signed --merkle checkpoint(s) whose root(s) the proof must reach (repeatable).",
+)
+@public_key_option
+def audit_check_proof(proof_path: str, checkpoint_paths: tuple[str, ...], public_key_path: str | None) -> None:
+    """Check a proof from `audit prove` against signed checkpoints; needs no database.
+
+    An inclusion proof needs the checkpoint of its tree size; a consistency proof the checkpoints of both
+    sizes. Exit 0 when the proof holds, 1 otherwise.
+    """
+    from tracker.store.checkpoints import check_proof
+
+    key = load_verify_key(public_key_path)
+    checkpoints = [(path, read_checkpoint(path)) for path in checkpoint_paths]
+    verdict = check_proof(_read_json(proof_path), checkpoints, key)
+    click.echo(verdict)
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    import json
+
+    from tracker.errors import AuditError
+
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AuditError(f"{path}: cannot read a JSON proof: {exc}") from None
+    if not isinstance(document, dict):
+        raise AuditError(f"{path}: not a proof (expected a JSON object)")
+    return document

@@ -55,6 +55,18 @@ def format_option(function: F) -> F:
     )(function)
 
 
+def time_value(value: str | None, option: str) -> float | None:
+    """An option's time: ISO-8601 (UTC unless a zone is given) or epoch seconds; a usage error otherwise."""
+    from tracker.snapshots import SnapshotError, parse_observed_at
+
+    if value is None:
+        return None
+    try:
+        return parse_observed_at(float(value) if value.replace(".", "", 1).isdigit() else value, option)
+    except SnapshotError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
 class TrackerGroup(click.Group):
     """Turns library and database errors into one line on stderr."""
 

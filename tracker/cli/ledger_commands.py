@@ -10,8 +10,10 @@ from typing import IO
 import click
 
 from tracker.cli.base import Context, cli
+from tracker.cli.redaction_options import redaction_options
 from tracker.cli.render import emit_json
 from tracker.ingest import IngestSummary, ingest_lines
+from tracker.redaction import RedactionPolicy
 from tracker.sources.jsonl import Rejection
 from tracker.store import migrate, projections
 from tracker.store.engine import make_engine, safe_url
@@ -21,8 +23,9 @@ from tracker.store.engine import make_engine, safe_url
 @click.argument("path", type=click.Path(dir_okay=False, allow_dash=True, exists=False))
 @click.option("--rejects", type=click.Path(dir_okay=False, writable=True), help="Write rejected lines here, verbatim.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@redaction_options
 @click.pass_obj
-def ingest(obj: Context, path: str, rejects: str | None, as_json: bool) -> None:
+def ingest(obj: Context, path: str, rejects: str | None, as_json: bool, policy: RedactionPolicy | None) -> None:
     """Append the snapshots of a JSON Lines file (- for stdin) to the ledger.
 
     Each line is a run object, an envelope {"observed_at": ..., "run": {...}} or a list page.
@@ -42,7 +45,7 @@ def ingest(obj: Context, path: str, rejects: str | None, as_json: bool) -> None:
             rejects_file.write(rejection.raw if rejection.raw.endswith(b"\n") else rejection.raw + b"\n")
 
     try:
-        summary = ingest_lines(engine, source, time.time, on_reject, source={"ingest": path})
+        summary = ingest_lines(engine, source, time.time, on_reject, source={"ingest": path}, redaction=policy)
     finally:
         if source is not sys.stdin.buffer:
             source.close()

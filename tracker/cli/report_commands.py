@@ -6,9 +6,8 @@ from typing import Any, get_args
 
 import click
 
-from tracker.cli.base import Context, cli, format_option
+from tracker.cli.base import Context, cli, format_option, time_value
 from tracker.cli.render import cell, emit_json, emit_table
-from tracker.snapshots import SnapshotError, parse_observed_at
 from tracker.store import queries
 
 LIST_COLUMNS = (
@@ -21,15 +20,6 @@ LIST_COLUMNS = (
     "last_error_code",
     "total_tokens",
 )
-
-
-def _since(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_observed_at(float(value) if value.replace(".", "", 1).isdigit() else value, "--since")
-    except SnapshotError as exc:
-        raise click.BadParameter(str(exc), param_hint="--since") from None
 
 
 @cli.group()
@@ -58,7 +48,13 @@ def runs_list(
 ) -> None:
     """Runs, newest first."""
     rows = queries.list_runs(
-        obj.engine, status=status, thread_id=thread_id, model=model, since=_since(since), stale=stale, limit=limit
+        obj.engine,
+        status=status,
+        thread_id=thread_id,
+        model=model,
+        since=time_value(since, "--since"),
+        stale=stale,
+        limit=limit,
     )
     if output_format == "json":
         emit_json(rows)

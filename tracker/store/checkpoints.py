@@ -5,12 +5,16 @@ A checkpoint is a small JSON document::
 
     {"format": "tracker.checkpoint/1", "log_id": <hash of the log's first event>, "seq": <head seq>,
      "head_hash": <its hash>, "events": <events in the log>, "first_seq": <first seq the log holds>,
-     "time": <ISO-8601 UTC>, "created_at": <epoch seconds>, ["merkle": {"tree_size", "root"}],
+     "time": <ISO-8601 UTC>, ["merkle": {"tree_size", "root"}],
      "key_id": ..., "signature": ...}
 
 signed with Ed25519 (:mod:`tracker.signing`). The hash chain makes one (seq, hash) pair stand for the
 whole log up to it: a later log *extends* the checkpoint when it still holds that event with that hash
 and its chain verifies.
+
+Every number in a checkpoint is an integer and every time is text, so the bytes its signature covers
+(canonical JSON) are also what ``json.dumps(..., sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)`` writes: an auditor can check it with the ``openssl`` command line (docs/audit.md).
 """
 
 from __future__ import annotations
@@ -74,7 +78,6 @@ def make_checkpoint(
         "events": _event_count(engine),
         "first_seq": _first_seq(engine),
         "time": utc_text(moment),
-        "created_at": round(moment, 3),
     }
     if merkle:
         from tracker.store.merkle_log import tree_root
@@ -189,3 +192,69 @@ def _hashes_at(engine: Engine, seq: int) -> list[str]:
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT hash FROM run_events WHERE seq = :seq ORDER BY hash"), {"seq": seq})
         return [str(row[0]) for row in rows]
+
+
+def check_purge(report: ChainReport, key: VerifyKey | None) -> CheckpointResult | None:
+    """The purge the log starts after: its checkpoint must be signed by ``key`` and be the chain's anchor.
+
+    Without a key the purge cannot be told from a forged one (anyone who can write the database could
+    delete a prefix and append a purge event), so it is reported as unchecked, which fails.
+    """
+    if report.purge is None:
+        return None
+    checkpoint = report.purge.get("checkpoint")
+    name = "purge record"
+    seq = report.anchor[0]
+    if key is None:
+        return CheckpointResult(name, seq, "failed", "the purge's checkpoint is not checked: give --public-key")
+    if not isinstance(checkpoint, dict):
+        return CheckpointResult(name, seq, "failed", "the purge carries no checkpoint")
+    try:
+        verify_document(checkpoint, key, "the purge's checkpoint")
+    except SigningError as exc:
+        return CheckpointResult(name, seq, "failed", str(exc))
+    if checkpoint.get("purge") is not True:
+        # An ordinary checkpoint at the same seq is signed too, but authorises no deletion.
+        return CheckpointResult(name, seq, "failed", "the purge's checkpoint is not a signed purge checkpoint")
+    if (checkpoint.get("seq"), checkpoint.get("head_hash")) != report.anchor:
+        return CheckpointResult(name, seq, "failed", "the log does not start where the signed purge says it ends")
+    return CheckpointResult(
+        name, seq, "ok", f"seq {checkpoint.get('first_seq')}..{seq} purged, signed by {checkpoint.get('key_id')}"
+    )
+
+
+def check_proof(proof: Mapping[str, Any], checkpoints: list[tuple[str, dict[str, Any]]], key: VerifyKey) -> str:
+    """Check a Merkle proof (``audit prove``) against the roots of signed ``--merkle`` checkpoints.
+
+    Returns what was proven; raises :class:`AuditError` when a checkpoint is not genuine, a needed root is
+    missing, or the proof does not hold.
+    """
+    from tracker.store.merkle_log import check_consistency, check_inclusion
+
+    roots: dict[int, str] = {}
+    for name, document in checkpoints:
+        verify_document(document, key, name)
+        merkle = document.get("merkle")
+        if isinstance(merkle, dict):
+            roots[int(merkle["tree_size"])] = str(merkle["root"])
+
+    def root(size: Any) -> str:
+        if not isinstance(size, int) or size not in roots:
+            raise AuditError(f"no --merkle checkpoint of tree size {size} was given to check the proof against")
+        return roots[size]
+
+    try:
+        if "old_size" in proof:
+            old = proof["old_size"]
+            held = check_consistency(proof, None if old == 0 else root(old), root(proof.get("new_size")))
+            what = f"the tree of {old} events is a prefix of the tree of {proof['new_size']}"
+        else:
+            held = check_inclusion(proof, root(proof.get("tree_size")))
+            what = (
+                f"the event at seq {proof['seq']} (hash {proof['event_hash']}) is in the tree of {proof['tree_size']}"
+            )
+    except ValueError as exc:
+        raise AuditError(f"not a proof: {exc}") from None
+    if not held:
+        raise AuditError("the proof does not hold against the signed checkpoint(s)")
+    return f"ok: {what}, as signed by {key.key_id}"

@@ -9,13 +9,13 @@ the same shape and compares them with the live ones row by row, without touching
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, MetaData, Table, delete, func, select
+from sqlalchemy import Connection, Engine, MetaData, Table, delete, exists, func, select
 
 from tracker.events import LEDGER_KIND, Event
 from tracker.gc_tuning import fewer_gc_passes
@@ -23,7 +23,7 @@ from tracker.projection import ProjectionDelta, RunState, apply_event, current_r
 from tracker.store.background import ConnectionWorker
 from tracker.store.bulk import driver, insert_rows, replace_rows
 from tracker.store.engine import begin_write
-from tracker.store.schema import EVENT_COLUMNS, proj_runs, proj_transitions
+from tracker.store.schema import EVENT_COLUMNS, archived_runs, proj_runs, proj_transitions, run_events
 
 _CHUNK = 500
 _PAGE = 20_000
@@ -135,10 +135,15 @@ def write_runs(
 def rebuild(engine: Engine) -> int:
     """Replace the live projections by a fold of the events; returns the number of events folded."""
     with fewer_gc_passes(), begin_write(engine) as connection:
-        tables = ProjectionTables.live()
-        for table in tables.all():
-            connection.execute(delete(table))
-        return _fold_all(connection, tables)
+        return rebuild_in(connection)
+
+
+def rebuild_in(connection: Connection) -> int:
+    """:func:`rebuild` inside the caller's write transaction."""
+    tables = ProjectionTables.live()
+    for table in tables.all():
+        connection.execute(delete(table))
+    return _fold_all(connection, tables)
 
 
 @dataclass
@@ -180,7 +185,28 @@ def _count_except(connection: Connection, left: Table, right: Table) -> int:
 def _fold_all(connection: Connection, tables: ProjectionTables) -> int:
     """Fold every event, run by run, writing rows in batches; memory stays bounded.
 
-    A worker thread reads the next page and writes the finished rows while this one folds.
+    A run whose early events were purged starts from its archived state (``archived_runs``); a run whose
+    every event was purged keeps its archived state as its projection.
+    """
+
+    def write(worker: ConnectionWorker, delta: ProjectionDelta, done: list[RunState]) -> None:
+        worker.submit(write_projections, tables, delta, done, ())
+
+    total = fold_events(connection, None, write)
+    for chunk in _archived_only(connection):
+        write_runs(connection, tables, chunk, ())
+    return total
+
+
+def fold_events(
+    connection: Connection,
+    upto: int | None,
+    write: Callable[[ConnectionWorker, ProjectionDelta, list[RunState]], None],
+) -> int:
+    """Fold the events with ``seq <= upto`` (all when None), run by run, from each run's archived state.
+
+    ``write`` gets the transitions and finished states in batches, with the worker thread that owns the
+    connection meanwhile: it reads the next page and writes the finished rows while this thread folds.
     """
     delta = ProjectionDelta()
     done: list[RunState] = []
@@ -188,9 +214,10 @@ def _fold_all(connection: Connection, tables: ProjectionTables) -> int:
     pending = 0
     total = 0
     with ConnectionWorker(connection) as worker:
-        page = worker.call(_event_page, None)
-        while rows := page.result():
-            page = worker.call(_event_page, (rows[-1][2], rows[-1][0]))
+        page = worker.call(_event_page, None, upto)
+        while (found := page.result())[0]:
+            rows, archived = found
+            page = worker.call(_event_page, (rows[-1][2], rows[-1][0]), upto)
             for event in _events(rows):
                 total += 1
                 if event.kind == LEDGER_KIND:  # the ledger's own stream has no projection
@@ -198,29 +225,63 @@ def _fold_all(connection: Connection, tables: ProjectionTables) -> int:
                 if state is not None and state.run_id != event.run_id:
                     done.append(state)
                     state = None
+                if state is None:
+                    state = archived.get(event.run_id)
                 state = apply_event(state, event, delta)
                 pending += 1
                 if pending >= _FLUSH_EVENTS:
-                    worker.submit(write_projections, tables, delta, done, ())
+                    write(worker, delta, done)
                     delta, done, pending = ProjectionDelta(), [], 0
         if state is not None:
             done.append(state)
-        worker.submit(write_projections, tables, delta, done, ())
+        write(worker, delta, done)
     return total
 
 
-def _event_page(connection: Connection, after: tuple[str, int] | None) -> list[tuple[Any, ...]]:
-    """Up to a page of ``run_events`` rows in (run_id, seq) order after the key ``after`` (keyset paging)."""
+def _event_page(
+    connection: Connection, after: tuple[str, int] | None, upto: int | None
+) -> tuple[list[tuple[Any, ...]], dict[str, RunState]]:
+    """Up to a page of ``run_events`` rows in (run_id, seq) order after the key ``after`` (keyset paging),
+    with ``seq <= upto`` when given, and the archived states of the runs they belong to."""
     postgres = connection.dialect.name == "postgresql"
     columns = ", ".join("data::text" if postgres and name == "data" else name for name in _FOLDED_COLUMNS)
     mark = "%s" if postgres else "?"
-    where = "" if after is None else f"WHERE (run_id, seq) > ({mark}, {mark}) "
+    conditions = [] if after is None else [f"(run_id, seq) > ({mark}, {mark})"]
+    conditions += [] if upto is None else [f"seq <= {int(upto)}"]
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
     cursor = driver(connection).cursor()
     try:
         cursor.execute(f"SELECT {columns} FROM run_events {where}ORDER BY run_id, seq LIMIT {_PAGE}", after or ())
-        return list(cursor.fetchall())
+        rows = list(cursor.fetchall())
     finally:
         cursor.close()
+    return rows, _archived_states(connection, list(dict.fromkeys(row[2] for row in rows)))
+
+
+def _archived_states(connection: Connection, run_ids: Sequence[str]) -> dict[str, RunState]:
+    states: dict[str, RunState] = {}
+    for chunk in in_chunks(run_ids):
+        query = select(archived_runs.c.run_id, archived_runs.c.state).where(archived_runs.c.run_id.in_(chunk))
+        for run_id, state in connection.execute(query):
+            states[run_id] = RunState.from_json(state if isinstance(state, dict) else _decode(state))
+    return states
+
+
+def _archived_only(connection: Connection) -> Iterator[list[RunState]]:
+    """Archived states of runs that have no event left (all purged), in batches."""
+    query = (
+        select(archived_runs.c.state)
+        .where(~exists().where(run_events.c.run_id == archived_runs.c.run_id))
+        .execution_options(yield_per=_CHUNK)
+    )
+    batch: list[RunState] = []
+    for (state,) in connection.execute(query):
+        batch.append(RunState.from_json(state if isinstance(state, dict) else _decode(state)))
+        if len(batch) >= _CHUNK:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 # What the fold reads: every column but the source and the chain hashes, which it does not use.

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -80,6 +81,7 @@ run_payloads = Table(
     Column("digest", String(64), primary_key=True),
     Column("field", String(255), nullable=False),
     Column("body", ExactJson, nullable=False),
+    Column("erased_at", Time),  # set by `tracker audit erase`, which replaces the body by JSON null
 )
 
 run_watermarks = Table(
@@ -117,6 +119,8 @@ proj_runs = Table(
     Column("cancelling_s", Time, nullable=False),
     Column("requires_action_count", Integer, nullable=False),
     Column("state", Json, nullable=False),
+    # Early events of the run were purged (tracker audit purge); its state continues from archived_runs.
+    Column("archived", Boolean, nullable=False, server_default=false()),
     Index(None, "kind", "status"),
     Index(None, "thread_id"),
     Index(None, "model"),
@@ -144,6 +148,30 @@ proj_transitions = Table(
 )
 
 PROJECTION_TABLES = (proj_runs, proj_transitions)
+
+# --- retention (tracker audit purge) -------------------------------------------------------------------
+
+# One row per purge, append-only like the log: the delete guard of run_events lets through exactly the
+# rows at or before the newest ``through_seq``. ``record`` is the purge's signed checkpoint and archive.
+ledger_purges = Table(
+    "ledger_purges",
+    metadata,
+    Column("through_seq", Seq, primary_key=True, autoincrement=False),
+    Column("through_hash", String(64), nullable=False),
+    Column("purged_at", Time, nullable=False),
+    Column("events_purged", BigInteger, nullable=False),
+    Column("record", JSON(), nullable=False),
+)
+
+# The folded state, as of the newest purge, of every run with purged events: where a rebuild starts.
+archived_runs = Table(
+    "archived_runs",
+    metadata,
+    Column("run_id", Id, primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("through_seq", BigInteger, nullable=False),
+    Column("state", JSON(), nullable=False),
+)
 
 # --- sync bookkeeping (operational state, not ledger: rows change as syncs come and go) ---------------
 

@@ -1,0 +1,137 @@
+"""Audit: purges from the start of the log, archived run states, erasable payloads.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-29
+
+``ledger_purges`` records each `tracker audit purge` (append-only like the log); the delete guard of
+``run_events`` now lets through exactly the rows at or before the newest purge's ``through_seq`` — the
+one deletion the ledger allows, and on PostgreSQL only for a role that may insert a purge record (the
+owner; see docs/deploy-postgres.md). ``archived_runs`` keeps the folded state of runs whose early events
+were purged, which `projections rebuild` starts from. ``run_payloads.erased_at`` marks a body erased by
+`tracker audit erase` (its text is replaced by JSON null). ``proj_runs.archived`` and the view
+``run_current`` gain a column saying a run's early history lives in an archive.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+ID = sa.String(255)
+TIME = sa.Double()
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+RUN_CURRENT = """
+    SELECT run_id, thread_id, assistant_id, model, status, is_terminal, created_at, started_at,
+           ended_at, last_error_code, last_error_message, incomplete_reason, prompt_tokens,
+           completion_tokens, total_tokens, event_count, last_event_seq{archived}
+    FROM proj_runs WHERE kind = 'thread.run'"""
+
+SQLITE_DELETE_GUARD = {
+    "old": """CREATE TRIGGER trg_run_events_no_delete BEFORE DELETE ON run_events
+       BEGIN SELECT RAISE(ABORT, 'run_events is append-only: DELETE refused'); END""",
+    "new": """CREATE TRIGGER trg_run_events_no_delete BEFORE DELETE ON run_events
+       WHEN OLD.seq > (SELECT coalesce(max(through_seq), 0) FROM ledger_purges)
+       BEGIN SELECT RAISE(ABORT, 'run_events is append-only: DELETE refused (only a purge may)'); END""",
+}
+
+POSTGRES_GUARD_FUNCTION = {
+    "old": """CREATE OR REPLACE FUNCTION run_events_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         RAISE EXCEPTION 'run_events is append-only: % refused', TG_OP
+           USING ERRCODE = 'restrict_violation';
+       END $$""",
+    "new": """CREATE OR REPLACE FUNCTION run_events_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         IF TG_OP = 'DELETE' AND OLD.seq <= (SELECT coalesce(max(through_seq), 0) FROM ledger_purges) THEN
+           RETURN OLD;
+         END IF;
+         RAISE EXCEPTION 'run_events is append-only: % refused', TG_OP
+           USING ERRCODE = 'restrict_violation';
+       END $$""",
+}
+
+SQLITE_PURGE_GUARDS = [
+    """CREATE TRIGGER trg_ledger_purges_no_update BEFORE UPDATE ON ledger_purges
+       BEGIN SELECT RAISE(ABORT, 'ledger_purges is append-only: UPDATE refused'); END""",
+    """CREATE TRIGGER trg_ledger_purges_no_delete BEFORE DELETE ON ledger_purges
+       BEGIN SELECT RAISE(ABORT, 'ledger_purges is append-only: DELETE refused'); END""",
+    """CREATE TRIGGER trg_ledger_purges_no_replace BEFORE INSERT ON ledger_purges
+       WHEN EXISTS (SELECT 1 FROM ledger_purges WHERE through_seq >= NEW.through_seq)
+       BEGIN SELECT RAISE(ABORT, 'ledger_purges is append-only: a purge must go beyond the last one'); END""",
+]
+
+POSTGRES_PURGE_GUARDS = [
+    """CREATE FUNCTION ledger_purges_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         RAISE EXCEPTION 'ledger_purges is append-only: % refused', TG_OP
+           USING ERRCODE = 'restrict_violation';
+       END $$""",
+    """CREATE TRIGGER trg_ledger_purges_no_update_delete BEFORE UPDATE OR DELETE ON ledger_purges
+       FOR EACH ROW EXECUTE FUNCTION ledger_purges_refuse_change()""",
+    """CREATE TRIGGER trg_ledger_purges_no_truncate BEFORE TRUNCATE ON ledger_purges
+       FOR EACH STATEMENT EXECUTE FUNCTION ledger_purges_refuse_change()""",
+    "ALTER TABLE ledger_purges ENABLE ALWAYS TRIGGER trg_ledger_purges_no_update_delete",
+    "ALTER TABLE ledger_purges ENABLE ALWAYS TRIGGER trg_ledger_purges_no_truncate",
+]
+
+
+def upgrade() -> None:
+    dialect = op.get_bind().dialect.name
+    op.create_table(
+        "ledger_purges",
+        sa.Column("through_seq", SEQ, autoincrement=False, nullable=False),
+        sa.Column("through_hash", sa.String(64), nullable=False),
+        sa.Column("purged_at", TIME, nullable=False),
+        sa.Column("events_purged", sa.BigInteger(), nullable=False),
+        sa.Column("record", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("through_seq", name=op.f("pk_ledger_purges")),
+    )
+    op.create_table(
+        "archived_runs",
+        sa.Column("run_id", ID, nullable=False),
+        sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("through_seq", sa.BigInteger(), nullable=False),
+        sa.Column("state", sa.JSON(), nullable=False),
+        sa.PrimaryKeyConstraint("run_id", name=op.f("pk_archived_runs")),
+    )
+    op.add_column("run_payloads", sa.Column("erased_at", TIME))
+    op.add_column("proj_runs", sa.Column("archived", sa.Boolean(), nullable=False, server_default=sa.false()))
+    op.execute("DROP VIEW run_current")
+    op.execute(f"CREATE VIEW run_current AS {RUN_CURRENT.format(archived=', archived')}")
+    if dialect == "sqlite":
+        op.execute("DROP TRIGGER trg_run_events_no_delete")
+        op.execute(SQLITE_DELETE_GUARD["new"])
+        for statement in SQLITE_PURGE_GUARDS:
+            op.execute(statement)
+    else:
+        op.execute(POSTGRES_GUARD_FUNCTION["new"])
+        for statement in POSTGRES_PURGE_GUARDS:
+            op.execute(statement)
+
+
+def downgrade() -> None:
+    dialect = op.get_bind().dialect.name
+    if dialect == "sqlite":
+        for trigger in ("trg_ledger_purges_no_replace", "trg_ledger_purges_no_delete", "trg_ledger_purges_no_update"):
+            op.execute(f"DROP TRIGGER {trigger}")
+        op.execute("DROP TRIGGER trg_run_events_no_delete")
+        op.execute(SQLITE_DELETE_GUARD["old"])
+    else:
+        op.execute("DROP TRIGGER trg_ledger_purges_no_truncate ON ledger_purges")
+        op.execute("DROP TRIGGER trg_ledger_purges_no_update_delete ON ledger_purges")
+        op.execute("DROP FUNCTION ledger_purges_refuse_change()")
+        op.execute(POSTGRES_GUARD_FUNCTION["old"])
+    op.execute("DROP VIEW run_current")
+    op.execute(f"CREATE VIEW run_current AS {RUN_CURRENT.format(archived='')}")
+    # SQLite (3.35+) drops a column in place; batch mode's copy-and-rename would trip over the views.
+    for table, column in (("proj_runs", "archived"), ("run_payloads", "erased_at")):
+        op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    op.drop_table("archived_runs")
+    op.drop_table("ledger_purges")
