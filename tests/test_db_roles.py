@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import secrets
+import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from tests import conftest
 from tests.conftest import fresh_postgres_url
 from tracker.cli import cli
 from tracker.cli.db_roles_command import PASSWORD_ENV
+from tracker.signing import generate_key
 from tracker.simulator import ManualClock, SimulatorServer, World
 from tracker.sources.openai_runs import Caller, RateLimiter, RunsApi
 from tracker.store import watchlist
@@ -106,6 +108,11 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(postgres: conftest.TestPostgres, tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    return _deploy(postgres, tmp_path_factory)
+
+
+def _deploy(postgres: conftest.TestPostgres, tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+    """A database set up in the documented order, with a few runs ingested by the writer."""
     names = _fresh_names()
     passwords = {kind: f"{kind}-{secrets.token_urlsafe(12)}" for kind in ("owner", "writer", "reader")}
     setup = Deployment(fresh_postgres_url(postgres, migrated=False), names, passwords)
@@ -250,6 +257,40 @@ def test_the_reader_is_refused(reader: Engine, statement: str) -> None:
 
 
 # --- the limits the doc admits ---------------------------------------------------------------------------
+
+
+def test_only_the_owner_may_erase_and_purge(
+    postgres: conftest.TestPostgres, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """The two audited changes to stored data are the owner's: the writer is refused before anything
+    is written (no archive file left behind), the owner succeeds and the writer still verifies."""
+    setup = _deploy(postgres, tmp_path_factory)
+    generate_key(tmp_path / "audit.key")
+    key = ["--key", str(tmp_path / "audit.key")]
+    writer_url, owner_url = setup.url("writer"), setup.url("owner")
+    engine = make_engine(writer_url)
+    with engine.connect() as connection:
+        run_id = connection.execute(text("SELECT min(run_id) FROM run_payloads")).scalar_one()
+    engine.dispose()
+    purge = ["audit", "purge", "--before", f"{time.time():.3f}", "--min-age-days", "0", *key]
+    erase = ["audit", "erase", "--run", run_id, "--reason", "DSR-1", *key]
+
+    refused = setup.run(writer_url, *purge, "--archive", str(tmp_path / "w.jsonl"))
+    assert refused.exit_code == 1
+    assert "may not purge" in refused.output and "INSERT on ledger_purges" in refused.output
+    assert not (tmp_path / "w.jsonl").exists()
+    refused = setup.run(writer_url, *erase)
+    assert refused.exit_code == 1
+    assert "may not erase payloads (it lacks UPDATE on run_payloads)" in refused.output
+
+    erased = setup.run(owner_url, *erase, "--json")
+    assert erased.exit_code == 0, erased.output
+    assert json.loads(erased.stdout)["compacted"] is True
+    purged = setup.run(owner_url, *purge, "--archive", str(tmp_path / "o.jsonl"))
+    assert purged.exit_code == 0, purged.output
+    verified = setup.run(writer_url, "audit", "verify", "--public-key", str(tmp_path / "audit.key.pub"))
+    assert verified.exit_code == 0, verified.output
+    assert "purged: seq 1.." in verified.stdout
 
 
 def test_the_owner_can_still_disable_the_guards(deployment: Deployment) -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError
 
-from tracker.errors import TrackerError
+from tracker.errors import AuditError, TrackerError
 from tracker.events import stored_json
 
 WRITE = "tracker_write"
@@ -105,3 +105,22 @@ class _WriteTransaction:
             self._context.__exit__(*exc)
         finally:
             self._connection.close()
+
+
+def require_privileges(engine: Engine, what: str, needs: list[tuple[str, str]]) -> None:
+    """On PostgreSQL, refuse up front (before any file is written) when this role lacks a privilege."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as connection:
+        missing = [
+            f"{privilege} on {table}"
+            for table, privilege in needs
+            if not connection.execute(
+                text("SELECT has_table_privilege(:table, :privilege)"), {"table": table, "privilege": privilege}
+            ).scalar_one()
+        ]
+    if missing:
+        raise AuditError(
+            f"this database role may not {what} (it lacks {', '.join(missing)}): "
+            "connect as the owner role (docs/deploy-postgres.md)"
+        )

@@ -28,7 +28,7 @@ from tracker.events import PAYLOAD_ERASED, EventDraft, source_json
 from tracker.signing import SigningKey, sign_document
 from tracker.snapshots import round_time
 from tracker.store.checkpoints import utc_text
-from tracker.store.engine import begin_write
+from tracker.store.engine import begin_write, require_privileges
 from tracker.store.ledger import append_drafts
 from tracker.store.projections import in_chunks
 from tracker.store.schema import run_payloads
@@ -63,6 +63,7 @@ def erase_payloads(
         raise AuditError("say what to erase: --run RUN_ID and/or --field FIELD")
     if not reason.strip():
         raise AuditError("an erasure needs a --reason (it is recorded, signed, in the chain)")
+    require_privileges(engine, "erase payloads", [("run_payloads", "UPDATE")])
     summary = ErasureSummary()
     with begin_write(engine) as connection:
         if connection.dialect.name == "sqlite":

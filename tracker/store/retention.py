@@ -37,7 +37,7 @@ from tracker.store.audit import verify_chain
 from tracker.store.background import ConnectionWorker
 from tracker.store.checkpoints import FORMAT as CHECKPOINT_FORMAT
 from tracker.store.checkpoints import log_id, utc_text
-from tracker.store.engine import begin_write
+from tracker.store.engine import begin_write, require_privileges
 from tracker.store.export import ExportFiles, ExportSelection, export_to_files
 from tracker.store.ledger import append_ledger_event
 from tracker.store.projections import fold_events, in_chunks, rebuild_in
@@ -93,6 +93,7 @@ def purge(
             f"refusing to purge events recorded before {utc_text(before)}: the minimum retention is "
             f"{min_age_days:g} days, so --before must be {utc_text(oldest_allowed)} or earlier"
         )
+    require_privileges(engine, "purge", [("ledger_purges", "INSERT"), ("run_events", "DELETE")])
     report = verify_chain(engine)
     if not report.ok:
         raise AuditError(f"the chain is broken at seq {report.first_bad_seq} ({report.problem}); refusing to purge")
