@@ -234,3 +234,12 @@ def test_cli_purge_and_verify_report_it(ledger: Engine, db_url: str, tmp_path: P
     assert report["purged_through_seq"] == purged["through_seq"]
     assert report["checkpoints"][0]["status"] == "ok"
     assert load_verify_key(tmp_path / "k.pub").key_id in report["checkpoints"][0]["detail"]
+
+
+def test_merkle_checkpoints_of_a_purged_log_are_refused_clearly(
+    ledger: Engine, key: SigningKey, tmp_path: Path
+) -> None:
+    result = _purge(ledger, key, tmp_path)
+    with pytest.raises(AuditError, match=f"purged up to seq {result.through_seq}"):
+        make_checkpoint(ledger, key, lambda: NOW, merkle=True)
+    assert make_checkpoint(ledger, key, lambda: NOW)["seq"] > result.through_seq

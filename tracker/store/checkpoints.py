@@ -82,6 +82,12 @@ def make_checkpoint(
     if merkle:
         from tracker.store.merkle_log import tree_root
 
+        if report.purge is not None:
+            raise AuditError(
+                f"--merkle needs the log from seq 1, and it was purged up to seq {report.anchor[0]}: "
+                "Merkle proofs over a purged log are not supported (docs/audit.md)"
+            )
+
         size, root = tree_root(engine, report.head_seq)
         document["merkle"] = {"tree_size": size, "root": root}
     return sign_document(document, key)
