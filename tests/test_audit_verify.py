@@ -447,14 +447,14 @@ def test_honest_rows_verify_on_the_text_the_database_assembles(engine: Engine, m
         }
         lines.append(json.dumps({"observed_at": 1_767_225_610.123 + index, "run": run}).encode())
     assert ingest_lines(engine, lines, lambda: NOW + 0.5, source={"ingest": "test"}).events_appended == 3 * len(texts)
-    exact_checks: list[str] = []
-    exact = audit._matches_exactly
+    exact_checks: list[int] = []
+    exact = audit._stored_rows_hash
 
-    def counted(*args: Any) -> bool:
-        exact_checks.append(args[0])
-        return exact(*args)
+    def counted(engine: Engine, seq: int, *args: Any) -> bool:
+        exact_checks.append(seq)
+        return exact(engine, seq, *args)
 
-    monkeypatch.setattr(audit, "_matches_exactly", counted)
+    monkeypatch.setattr(audit, "_stored_rows_hash", counted)
     report = verify_chain(engine)
     assert report.ok, report
     assert report.events == 3 * len(texts)

@@ -247,6 +247,66 @@ def event_body(event: Event) -> dict[str, Any]:
     }
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"duplicate key {key!r}")
+        found[key] = value
+    return found
+
+
+def stored_body(
+    seq: Any,
+    kind: Any,
+    run_id: Any,
+    thread_id: Any,
+    version: Any,
+    event_type: Any,
+    occurred_at: Any,
+    observed_at: Any,
+    recorded_at: Any,
+    data_text: Any,
+    source_text: Any,
+) -> dict[str, Any] | None:
+    """The hashed body of a stored row, read strictly; None when the row cannot be an event.
+
+    Strict because the database keeps whatever was written: an integer column holding text (SQLite), a
+    JSON text with a key twice (whose last value a lenient parser would take, while SQL's JSON functions
+    take the first). Every column must have its type, and ``data`` and ``source`` must each be one JSON
+    object with unique keys, so that one stored row reads as one body, whoever reads it.
+    """
+    if type(seq) is not int or type(version) is not int:
+        return None
+    if not all(isinstance(value, str) for value in (kind, run_id, thread_id, event_type, data_text, source_text)):
+        return None
+    times = []
+    for value in (occurred_at, observed_at, recorded_at):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        times.append(float(value))
+    try:
+        data = json.loads(data_text, object_pairs_hook=_unique_keys)
+        source = json.loads(source_text, object_pairs_hook=_unique_keys)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(source, dict):
+        return None
+    return {
+        "seq": seq,
+        "kind": kind,
+        "run_id": run_id,
+        "thread_id": thread_id,
+        "version": version,
+        "event_type": event_type,
+        "occurred_at": times[0],
+        "observed_at": times[1],
+        "recorded_at": times[2],
+        "data": data,
+        "source": source,
+    }
+
+
 def chain_hash(prev_hash: str, body: Mapping[str, Any]) -> str:
     """SHA-256 over the previous hash and the canonical body."""
     return hash_text(prev_hash, canonical_json(body))

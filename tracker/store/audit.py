@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine
 from sqlalchemy import text as sql_text
 
-from tracker.events import GENESIS_HASH, LEDGER_KIND, LEDGER_STREAM, LOG_PURGED, chain_hash
+from tracker.events import GENESIS_HASH, LEDGER_KIND, LEDGER_STREAM, LOG_PURGED, chain_hash, stored_body
 from tracker.gc_tuning import fewer_gc_passes
 from tracker.store.background import ConnectionWorker
 from tracker.store.bulk import driver
@@ -202,9 +202,13 @@ def _worker_main() -> None:
 def _check_range(engine: Engine, after: int | None, upto: int | None, anchor: tuple[int, str] | None) -> _Segment:
     """The rows with ``after < seq <= upto``; only the first range knows what its first row must link to
     (``anchor``: the seq and hash just before it)."""
+
+    def exact(seq: int, prev_hash: str, hash_: str) -> bool:
+        return _stored_rows_hash(engine, seq, prev_hash, hash_)
+
     if anchor is None:
-        return _check(_pages_in_order(engine, after, upto), None, None)
-    return _check(_pages_in_order(engine, after, upto), anchor[1], anchor[0] + 1)
+        return _check(_pages_in_order(engine, after, upto), None, None, exact)
+    return _check(_pages_in_order(engine, after, upto), anchor[1], anchor[0] + 1, exact)
 
 
 # A row of _pages_in_order: seq, prev_hash, hash, the body text up to observed_at's value, then
@@ -222,8 +226,17 @@ class _Segment:
     problems: ChainReport = field(default_factory=ChainReport)
 
 
-def _check(pages: Iterator[list[_Row]], expected_prev: str | None, expected_seq: int | None) -> _Segment:
-    """Check rows in order; the first row's link is checked only against given expectations."""
+def _check(
+    pages: Iterator[list[_Row]],
+    expected_prev: str | None,
+    expected_seq: int | None,
+    exact: Callable[[int, str, str], bool],
+) -> _Segment:
+    """Check rows in order; the first row's link is checked only against given expectations.
+
+    ``exact(seq, prev_hash, hash)`` decides a row whose assembled text does not hash (see
+    :func:`_stored_rows_hash`).
+    """
     segment = _Segment()
     report = segment.problems
     sha256 = hashlib.sha256
@@ -235,9 +248,7 @@ def _check(pages: Iterator[list[_Row]], expected_prev: str | None, expected_seq:
             body_text = f'{head}{observed},"occurred_at":{occurred},"recorded_at":{recorded}{tail}'
             if expected_seq is not None:
                 _check_link(report, seq, prev_hash, expected_seq, expected_prev)
-            if sha256(f"{prev_hash}\n{body_text}".encode()).hexdigest() != hash_ and not _matches_exactly(
-                prev_hash, hash_, body_text, (occurred, observed, recorded)
-            ):
+            if sha256(f"{prev_hash}\n{body_text}".encode()).hexdigest() != hash_ and not exact(seq, prev_hash, hash_):
                 _flag(report, seq, "hash does not match the event's content")
             expected_prev = hash_
             expected_seq = seq + 1
@@ -276,26 +287,32 @@ def _merge(segments: list[_Segment]) -> ChainReport:
     return report
 
 
-def _matches_exactly(prev_hash: str, hash_: str, body_text: str, times: tuple[Any, Any, Any]) -> bool:
-    """The slow, exact check for a row whose assembled body text was not canonical.
+def _stored_rows_hash(engine: Engine, seq: int, prev_hash: str, hash_: str) -> bool:
+    """The slow, exact check for a row whose assembled body text did not hash.
 
     The database may write a value differently from canonical JSON (PostgreSQL's text for a huge or tiny
-    time, escapes of control characters in stored text); the text still carries every value exactly, and
-    the times (occurred, observed, recorded) come as exact numbers or their shortest exact text. A row
-    that passes here hashes to its stored hash from its own values.
+    time, escapes of control characters in stored text), so the row's own columns are read again and
+    its body rebuilt from them, strictly (:func:`tracker.events.stored_body`): never by parsing the
+    assembled text, where a key repeated inside ``source`` or ``data`` would let a lenient parser read
+    back other values than the columns hold. Every row at that (seq, prev_hash, hash) must pass.
     """
-    try:
-        body = json.loads(body_text)
-        exact_times = [float(value) for value in times]
-    except (TypeError, ValueError):  # not JSON, or a time that is NULL or not a number
+    query = sql_text(
+        "SELECT seq, kind, run_id, thread_id, version, event_type, occurred_at, observed_at, recorded_at, "
+        "CAST(data AS TEXT), CAST(source AS TEXT) FROM run_events "
+        "WHERE seq = :seq AND prev_hash = :prev AND hash = :hash"
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query, {"seq": seq, "prev": prev_hash, "hash": hash_}).all()
+    if not rows:
         return False
-    if not isinstance(body, dict):
-        return False
-    body["occurred_at"], body["observed_at"], body["recorded_at"] = exact_times
-    try:
-        return chain_hash(prev_hash, body) == hash_
-    except ValueError:
-        return False
+    for row in rows:
+        body = stored_body(*row)
+        try:
+            if body is None or chain_hash(prev_hash, body) != hash_:
+                return False
+        except (TypeError, ValueError):
+            return False
+    return True
 
 
 def _flag(report: ChainReport, seq: int, problem: str) -> None:

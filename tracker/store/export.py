@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Final, Literal
 from sqlalchemy import Engine, Select, Text, cast, func, select
 
 from tracker.errors import AuditError
-from tracker.events import body_json, canonical_json, hash_text
+from tracker.events import body_json, canonical_json, hash_text, stored_body
 from tracker.signing import SigningKey, sign_document
 from tracker.store.audit import latest_purge
 from tracker.store.checkpoints import log_id, utc_text
@@ -239,24 +239,12 @@ def _body(row: Sequence[Any]) -> tuple[str, bool]:
 
 
 def _recipe_body(row: Sequence[Any]) -> str | None:
-    """docs/events.md's parse-and-serialise recipe over the stored values (their text kept where it is
-    not JSON): what decides a row whose stored text is not canonical, as in ``audit verify``."""
+    """docs/events.md's recipe over the stored values, read strictly (tracker.events.stored_body): what
+    decides a row whose stored text is not canonical, as in ``audit verify``."""
     seq, _, _, kind, run_id, thread_id, version, event_type, occurred, observed, recorded, data, source = row
-
-    def number(value: Any) -> Any:
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-
-    def parsed(text: Any) -> Any:
-        try:
-            return json.loads(text)
-        except (TypeError, ValueError):
-            return text
-
-    body = {
-        "seq": seq, "kind": kind, "run_id": run_id, "thread_id": thread_id, "version": version,
-        "event_type": event_type, "occurred_at": number(occurred), "observed_at": number(observed),
-        "recorded_at": number(recorded), "data": parsed(data), "source": parsed(source),
-    }  # fmt: skip
+    body = stored_body(seq, kind, run_id, thread_id, version, event_type, occurred, observed, recorded, data, source)
+    if body is None:
+        return None
     try:
         return canonical_json(body)
     except (TypeError, ValueError):
