@@ -15,7 +15,8 @@ erasure of one run's payloads, then of 1,000 runs'; the purge of the old half; `
 ``verify_rebuild`` after it. Every result is checked (chain ok, proofs hold, checker says ok, rebuild
 clean): a benchmark of a broken result would be worthless. Sub-steps (the verification inside a
 checkpoint, the export inside a purge, compaction inside an erasure) are timed by wrapping the names
-the tracker module calls them by. Prints a table and writes ``benchmarks/results/audit-<timestamp>.json``.
+the tracker module calls them by. Prints a table per backend and writes
+``benchmarks/results/audit-<timestamp>.json``.
 """
 
 from __future__ import annotations
@@ -64,16 +65,16 @@ from benchmarks.common import (
     run_module_phase,
 )
 from tests.pgserver import PostgresServer
-from tracker.ingest import ingest_lines
+from tracker.ingest import IngestSummary, ingest_lines
 from tracker.signing import generate_key, load_signing_key, load_verify_key
 from tracker.store import open_database
 from tracker.store.audit import verify_chain
 from tracker.store.checkpoints import check_purge, make_checkpoint, read_checkpoint
-from tracker.store.erasure import erase_payloads
-from tracker.store.export import ExportSelection, export_to_files
+from tracker.store.erasure import ErasureSummary, erase_payloads
+from tracker.store.export import ExportFiles, ExportSelection, export_to_files
 from tracker.store.merkle_log import check_consistency, check_inclusion, consistency_proof, inclusion_proof, tree_root
 from tracker.store.projections import verify_rebuild
-from tracker.store.retention import DAY, DEFAULT_MIN_AGE_DAYS, purge
+from tracker.store.retention import DAY, DEFAULT_MIN_AGE_DAYS, PurgeResult, purge
 from tracker.store.schema import run_payloads
 
 MODULE = "benchmarks.bench_audit"
@@ -97,7 +98,7 @@ def phase_ingest(spec: dict[str, Any]) -> dict[str, Any]:
     """Ingest a JSONL file with the clock frozen at ``spec["now"]`` (so the halves differ in recorded_at)."""
     rejected: list[str] = []
 
-    def work(engine: Engine) -> Any:
+    def work(engine: Engine) -> IngestSummary:
         with open(spec["input"], "rb") as source:
             return ingest_lines(
                 engine,
@@ -168,7 +169,7 @@ def phase_consistency(spec: dict[str, Any]) -> dict[str, Any]:
 def phase_export(spec: dict[str, Any]) -> dict[str, Any]:
     key = load_signing_key(spec["key"])
 
-    def work(engine: Engine) -> Any:
+    def work(engine: Engine) -> ExportFiles:
         return export_to_files(engine, Path(spec["out"]), ExportSelection(), "jsonl", lambda: spec["now"], key=key)
 
     files, result = measure(spec, work)
@@ -206,7 +207,7 @@ def phase_erase(spec: dict[str, Any]) -> dict[str, Any]:
     engine.dispose()
     spent = _time_calls([(erasure_module, "compact")], blocks=[(erasure_module, "begin_write")])
 
-    def work(engine: Engine) -> Any:
+    def work(engine: Engine) -> ErasureSummary:
         return erase_payloads(engine, key, lambda: spec["now"], run_ids=run_ids, reason="bench_audit")
 
     summary, result = measure(spec, work)
@@ -238,7 +239,7 @@ def phase_purge(spec: dict[str, Any]) -> dict[str, Any]:
         blocks=[(retention_module, "begin_write")],
     )
 
-    def work(engine: Engine) -> Any:
+    def work(engine: Engine) -> PurgeResult:
         return purge(
             engine,
             key,

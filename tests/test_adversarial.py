@@ -407,8 +407,9 @@ def _purge_checkpoint(engine: Engine, through: int, key: SigningKey) -> dict[str
         "events": through,
         "first_seq": 1,
         "time": "2027-01-15T08:00:00.000000Z",
-        "created_at": NOW,
         "purge": True,
+        "archived_runs": 0,
+        "archived_states_sha256": "0" * 64,  # the digest of an empty archived_runs
     }
     return sign_document(document, key)
 
@@ -443,7 +444,8 @@ def test_fake_purge_record_then_prefix_deleted_fails_verify(
             "key_id": key.public.key_id,
         }
     _forge_purge(engine, through, forged, event=True)
-    assert verify_chain(engine).ok  # the chain, anchored at the forged purge point, holds
+    # The chain, anchored at the forged purge point, holds; only the signature can tell.
+    assert verify_chain(engine).first_bad_seq is None
     unchecked = verify_cli(db_url)
     assert unchecked.exit_code == 1
     assert "the purge's checkpoint is not checked: give --public-key" in unchecked.stderr
@@ -466,7 +468,7 @@ def test_ordinary_checkpoint_replayed_as_a_purge_fails_verify(
     assert _ingest(engine, 6, seed=24, now=NOW + 10) > 0
     _forge_purge(engine, log, ordinary, event=True)
     report = verify_chain(engine)
-    assert report.ok and report.anchor == (log, ordinary["head_hash"])
+    assert report.first_bad_seq is None and report.anchor == (log, ordinary["head_hash"])
     purge_result = check_purge(report, key.public)
     assert purge_result is not None
     result = verify_with_checkpoint(db_url, checkpoint)

@@ -671,6 +671,7 @@ def test_cli_json_when_intact(engine: Engine, db_url: str, log: int, flag: list[
         "chain_ok": True,
         "checkpoints": [],
         "purged_through_seq": None,
+        "outside_problems": [],
         "events": log,
         "head_seq": log,
         "head_hash": report.head_hash,

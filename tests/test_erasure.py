@@ -4,8 +4,12 @@ and the erased bytes cannot be read back from the database files (both databases
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, select, text
@@ -52,11 +56,10 @@ def ledger(engine: Engine) -> Engine:
 
 
 def _database_bytes(engine: Engine) -> bytes:
-    """Every byte the database keeps on disk for the ledger's tables (after a checkpoint)."""
+    """Every byte the database keeps on disk for the ledger's tables."""
     if engine.dialect.name == "sqlite":
+        # As an attacker reads them: the file and its write-ahead log as they are, no checkpoint first.
         path = Path(str(engine.url.database))
-        with engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("CHECKPOINT")
@@ -162,3 +165,33 @@ def test_cli_erase_needs_a_key_and_reports(ledger: Engine, db_url: str, tmp_path
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["runs"], report["payloads"], report["compacted"]) == (1, 2, True)
+
+
+@contextmanager
+def _reader_mid_transaction(engine: Engine) -> Iterator[None]:
+    """Another session reading in an open transaction, as a BI tool or a running sync does."""
+    if engine.dialect.name == "sqlite":
+        reader = sqlite3.connect(str(engine.url.database), isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM run_payloads").fetchall()
+        try:
+            yield
+        finally:
+            reader.close()
+        return
+    with psycopg.connect(engine.url.set(drivername="postgresql").render_as_string(hide_password=False)) as pg:
+        pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        pg.execute("SELECT count(*) FROM run_payloads").fetchall()
+        yield
+
+
+def test_a_reader_that_outlasts_the_wait_is_reported_and_a_second_run_finishes(ledger: Engine, key: SigningKey) -> None:
+    with _reader_mid_transaction(ledger):
+        held = erase_payloads(ledger, key, lambda: NOW + 1, run_ids=["run_1", "run_2"], reason="GDPR-42", wait_s=0.5)
+    assert held.payloads == 4 and held.events_appended == 2  # the erasure itself stands
+    assert not held.compacted
+    assert held.compaction_error is not None and "run the same `tracker audit erase` again" in held.compaction_error
+    again = erase_payloads(ledger, key, lambda: NOW + 2, run_ids=["run_1", "run_2"], reason="GDPR-42")
+    assert (again.payloads, again.events_appended, again.compacted) == (0, 0, True)
+    assert SECRET.encode() not in _database_bytes(ledger)
+    assert verify_chain(ledger).ok

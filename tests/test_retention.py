@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -243,3 +244,45 @@ def test_merkle_checkpoints_of_a_purged_log_are_refused_clearly(
     with pytest.raises(AuditError, match=f"purged up to seq {result.through_seq}"):
         make_checkpoint(ledger, key, lambda: NOW, merkle=True)
     assert make_checkpoint(ledger, key, lambda: NOW)["seq"] > result.through_seq
+
+
+def test_a_purge_overtaken_by_another_changes_nothing_and_leaves_no_evidence(
+    ledger: Engine, key: SigningKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two purges at once (cron and an operator): the one that reaches the lock second re-checks where
+    the log starts, finds another purge there, and gives up, removing its archive (found in review)."""
+    import tracker.store.retention as retention
+
+    real_export = retention.export_to_files
+    overtaken: list[Any] = []
+
+    def export_then_let_the_other_purge_run(*args: Any, **kwargs: Any) -> Any:
+        files = real_export(*args, **kwargs)
+        if not overtaken:
+            overtaken.append(None)  # the other purge exports through here too
+            overtaken[0] = _purge(ledger, key, tmp_path, name="other.jsonl")
+        return files
+
+    monkeypatch.setattr(retention, "export_to_files", export_then_let_the_other_purge_run)
+    with pytest.raises(AuditError, match="another purge ran meanwhile; nothing was purged"):
+        _purge(ledger, key, tmp_path)
+    assert not (tmp_path / "archive.jsonl").exists()
+    assert not (tmp_path / "archive.jsonl.manifest.json").exists()
+    assert not (tmp_path / "archive.jsonl.checkpoint.json").exists()
+    report = verify_chain(ledger)
+    assert report.ok and report.anchor[0] == overtaken[0].through_seq
+
+
+def test_ledger_purges_take_purges_in_order_only(ledger: Engine, key: SigningKey, tmp_path: Path) -> None:
+    result = _purge(ledger, key, tmp_path)
+    with pytest.raises(DBAPIError, match="a purge must go beyond the last one"), ledger.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO ledger_purges (through_seq, through_hash, purged_at, events_purged, record) "
+            f"VALUES ({result.through_seq - 1}, '{'0' * 64}', 0, 1, '{{}}')"
+        )
+
+
+def test_the_minimum_age_must_be_a_number_of_days(ledger: Engine, key: SigningKey, tmp_path: Path) -> None:
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(AuditError, match="the minimum age must be a number of days"):
+            purge(ledger, key, lambda: NOW, before=OLD + 1, min_age_days=bad, archive_path=tmp_path / "x.jsonl")

@@ -468,3 +468,8 @@ def test_read_batches_of_only_blank_lines_reports_lines_read() -> None:
 
 def test_read_batches_of_nothing_yields_nothing() -> None:
     assert list(read_batches([], lambda: NOW)) == []
+
+
+def test_the_ledger_streams_id_is_refused_as_a_run_id() -> None:
+    # A run called "ledger" would share versions with the ledger's own stream (clock_backwards, purges).
+    assert error_of(run("ledger")) == "field 'id': 'ledger' is reserved for the ledger's own stream"

@@ -247,7 +247,7 @@ def event_body(event: Event) -> dict[str, Any]:
     }
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for key, value in pairs:
         if key in found:
@@ -286,8 +286,8 @@ def stored_body(
             return None
         times.append(float(value))
     try:
-        data = json.loads(data_text, object_pairs_hook=_unique_keys)
-        source = json.loads(source_text, object_pairs_hook=_unique_keys)
+        data = json.loads(data_text, object_pairs_hook=unique_keys)
+        source = json.loads(source_text, object_pairs_hook=unique_keys)
     except ValueError:
         return None
     if not isinstance(data, dict) or not isinstance(source, dict):

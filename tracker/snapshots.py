@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, NoReturn
 
 import orjson
 
+from tracker.events import LEDGER_STREAM
 from tracker.lifecycle import LIFECYCLES, Lifecycle
 
 
@@ -201,6 +202,8 @@ def to_snapshot(body: dict[str, Any], observed_at: float) -> Snapshot:
     for name in lifecycle.required_fields:
         if body.get(name) is None:
             _explain(body, lifecycle)
+    if object_id == LEDGER_STREAM:
+        raise SnapshotError(f"field '{lifecycle.id_field}': {object_id!r} is reserved for the ledger's own stream")
     for name in lifecycle.time_fields:
         value = body.get(name)
         if type(value) is int or (value is None and name != lifecycle.created_field):

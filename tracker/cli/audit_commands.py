@@ -56,7 +56,8 @@ def audit_verify(
     With --checkpoint, also exit 1 when the log no longer extends a signed checkpoint: its tail was cut,
     or the chain was rewritten and rehashed.
     """
-    key = load_verify_key(public_key_path) if checkpoint_paths or public_key_path else None
+    wanted = checkpoint_paths or public_key_path or os.environ.get(PUBLIC_KEY_ENV)
+    key = load_verify_key(public_key_path) if wanted else None
     checkpoints = [(path, read_checkpoint(path)) for path in checkpoint_paths]
     report = verify_chain(obj.engine)
     results = check_checkpoints(obj.engine, report, checkpoints, key) if key is not None else []
@@ -74,7 +75,7 @@ def audit_verify(
 
 def _report_dict(report: ChainReport) -> dict[str, Any]:
     return {
-        "chain_ok": report.ok,
+        "chain_ok": report.first_bad_seq is None and not report.gaps,
         "events": report.events,
         "head_seq": report.head_seq,
         "head_hash": report.head_hash,
@@ -82,6 +83,7 @@ def _report_dict(report: ChainReport) -> dict[str, Any]:
         "problem": report.problem,
         "gaps": [list(gap) for gap in report.gaps],
         "purged_through_seq": report.anchor[0] if report.purge is not None else None,
+        "outside_problems": report.outside,
     }
 
 
@@ -91,12 +93,14 @@ def _print_report(report: ChainReport, results: list[CheckpointResult]) -> None:
             f"purged: seq 1..{report.anchor[0]} ({report.purge.get('events_purged')} events recorded before "
             f"{report.purge.get('before')}), archived as {report.purge.get('archive', {}).get('file')}"
         )
-    if report.ok:
+    if report.first_bad_seq is None and not report.gaps:
         click.echo(f"ok: {report.events} events, chain intact, head seq {report.head_seq} hash {report.head_hash}")
     else:
         for first, last in report.gaps:
             click.echo(f"gap: seq {first}..{last} missing", err=True)
         click.echo(f"tracker: error: chain broken at seq {report.first_bad_seq}: {report.problem}", err=True)
+    for problem in report.outside:
+        click.echo(f"tracker: error: {problem}", err=True)
     for result in results:
         line = f"checkpoint {result.name} (seq {result.seq}): {result.status}: {result.detail}"
         click.echo(line if result.ok else f"tracker: error: {line}", err=not result.ok)

@@ -22,10 +22,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy import text as sql_text
 
-from tracker.events import GENESIS_HASH, LEDGER_KIND, LEDGER_STREAM, LOG_PURGED, chain_hash, stored_body
+from tracker.events import (
+    GENESIS_HASH,
+    LEDGER_KIND,
+    LEDGER_STREAM,
+    LOG_PURGED,
+    PAYLOAD_ERASED,
+    canonical_json,
+    chain_hash,
+    stored_body,
+    unique_keys,
+)
 from tracker.gc_tuning import fewer_gc_passes
 from tracker.store.background import ConnectionWorker
 from tracker.store.bulk import driver
@@ -48,10 +58,21 @@ class ChainReport:
     # (seq, hash); for an incremental check, the trusted checkpoint's.
     anchor: tuple[int, str] = (0, GENESIS_HASH)
     purge: dict[str, Any] | None = None  # the data of the newest log_purged event, if the log was purged
+    # What is wrong outside the chain: payload bodies (run_payloads) and archived states (archived_runs).
+    outside: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.first_bad_seq is None and not self.gaps
+        return self.first_bad_seq is None and not self.gaps and not self.outside
+
+    def first_problem(self) -> str:
+        """The first thing wrong, as one phrase ("" when nothing is)."""
+        if self.first_bad_seq is not None:
+            return f"the chain is broken at seq {self.first_bad_seq} ({self.problem})"
+        if self.gaps:
+            first, last = self.gaps[0]
+            return f"seq {first}..{last} missing"
+        return self.outside[0] if self.outside else ""
 
 
 def verify_chain(engine: Engine, processes: int | None = None, since: tuple[int, str] | None = None) -> ChainReport:
@@ -67,10 +88,12 @@ def verify_chain(engine: Engine, processes: int | None = None, since: tuple[int,
     """
     if processes is None:
         processes = min(os.cpu_count() or 1, 4)
-    purge = latest_purge(engine)
+    found = latest_purge(engine)
+    purge = found[1] if found is not None else None
     anchor = (0, GENESIS_HASH)
-    if purge is not None:
-        anchor = (int(purge["through_seq"]), str(purge["through_hash"]))
+    malformed = found is not None and purge_anchor(found[1]) is None
+    if found is not None and not malformed:
+        anchor = purge_anchor(found[1]) or anchor
     if since is not None:
         anchor = since
     bounds = _ranges(engine, processes, anchor[0])
@@ -83,27 +106,135 @@ def verify_chain(engine: Engine, processes: int | None = None, since: tuple[int,
             with ThreadPoolExecutor(len(bounds)) as threads:
                 segments = threads.map(lambda bound: _run_worker(url, *bound), _with_anchor(bounds, anchor))
                 report = _merge(list(segments))
-    report.anchor, report.purge = anchor, purge
+    report.anchor, report.purge = anchor, None if malformed else purge
     if report.events == 0:
         report.head_seq, report.head_hash = anchor
+    if found is not None and malformed:
+        _flag(report, found[0], "a log_purged event without a well-formed through_seq and through_hash")
     _check_before_anchor(engine, report, since is not None)
+    _check_purge_records(engine, report, found[0] if found is not None else 0)
+    _check_payloads(engine, report)
     return report
 
 
-def latest_purge(engine: Engine) -> dict[str, Any] | None:
-    """The data of the newest ``log_purged`` event (the ledger's own stream), or None."""
+def latest_purge(engine: Engine) -> tuple[int, dict[str, Any]] | None:
+    """(seq, data) of the newest ``log_purged`` event (the ledger's own stream), or None."""
     query = (
-        "SELECT data FROM run_events WHERE run_id = :stream AND kind = :kind AND event_type = :type "
-        "ORDER BY seq DESC LIMIT 1"
+        "SELECT seq, CAST(data AS TEXT) FROM run_events WHERE run_id = :stream AND kind = :kind "
+        "AND event_type = :type ORDER BY seq DESC LIMIT 1"
     )
     with engine.connect() as connection:
-        text = connection.execute(
+        row = connection.execute(
             sql_text(query), {"stream": LEDGER_STREAM, "kind": LEDGER_KIND, "type": LOG_PURGED}
-        ).scalar()
-    if text is None:
+        ).first()
+    if row is None:
         return None
-    found: dict[str, Any] = json.loads(text) if isinstance(text, str) else dict(text)
-    return found
+    try:
+        data = json.loads(row[1])
+    except (TypeError, ValueError):
+        data = None
+    return int(row[0]), data if isinstance(data, dict) else {}
+
+
+def purge_anchor(data: dict[str, Any]) -> tuple[int, str] | None:
+    """(through_seq, through_hash) of a purge's data, or None when they are not there as they must be."""
+    through_seq, through_hash = data.get("through_seq"), data.get("through_hash")
+    if type(through_seq) is not int or through_seq < 1 or not isinstance(through_hash, str):
+        return None
+    if len(through_hash) != 64 or any(c not in "0123456789abcdef" for c in through_hash):
+        return None
+    return through_seq, through_hash
+
+
+def _check_purge_records(engine: Engine, report: ChainReport, purge_seq: int) -> None:
+    """The purge the chain starts after must be the newest purge ``ledger_purges`` recorded, and the other
+    way round: that table is what lets the delete guard through, so it may not say more than the chain.
+    The archived run states (where a rebuild starts; no event covers them any more) must be the ones the
+    purge's signed checkpoint took the digest of."""
+    with engine.connect() as connection:
+        recorded = connection.execute(sql_text("SELECT max(through_seq) FROM ledger_purges")).scalar()
+        anchor = purge_anchor(report.purge) if report.purge is not None else None
+        chained = anchor[0] if anchor is not None else None
+        recorded = None if recorded is None else int(recorded)
+        if recorded != chained:
+            _flag(
+                report,
+                recorded if recorded is not None else purge_seq,
+                f"ledger_purges records a purge through seq {recorded}, the chain "
+                + (f"one through seq {chained}" if chained is not None else "none"),
+            )
+        checkpoint = report.purge.get("checkpoint") if report.purge is not None else None
+        signed = checkpoint.get("archived_states_sha256") if isinstance(checkpoint, dict) else None
+        if report.purge is None:
+            if connection.execute(sql_text("SELECT count(*) FROM archived_runs")).scalar_one():
+                report.outside.append("archived_runs holds run states, but the log was never purged")
+        elif archived_states_digest(connection) != signed:
+            report.outside.append(
+                f"archived_runs differs from the states the purge (seq {purge_seq}) signed the digest of"
+            )
+
+
+def archived_states_digest(connection: Connection) -> str:
+    """An order-free digest of ``archived_runs``: the sum, modulo 2**256, of SHA-256(run_id, newline, the
+    canonical JSON of its state) over the rows. The signed purge checkpoint carries it; verify recomputes
+    it, since those states are what a rebuild starts from and no event covers them any more."""
+    total = 0
+    for run_id, state in connection.execute(sql_text("SELECT run_id, CAST(state AS TEXT) FROM archived_runs")):
+        try:
+            value = json.loads(state, object_pairs_hook=unique_keys)
+            line = f"{run_id}\n{canonical_json(value)}"
+        except (TypeError, ValueError):
+            line = f"{run_id}\n\x00unreadable:{state}"
+        total = (total + int(hashlib.sha256(line.encode()).hexdigest(), 16)) % (1 << 256)
+    return f"{total:064x}"
+
+
+# Problems outside the chain listed one by one, up to this many; then only counted.
+_LISTED = 20
+
+
+def _check_payloads(engine: Engine, report: ChainReport) -> None:
+    """Each payload body must hash to its digest (the value the chain covers); an erased one must be
+    null and named by a ``payload_erased`` event still in the log (or belong to a run whose early history
+    was purged, with its erasure events)."""
+    problems: list[str] = []
+    with engine.connect() as connection:
+        erased: set[tuple[str, str]] = set()
+        query = sql_text("SELECT run_id, CAST(data AS TEXT) FROM run_events WHERE event_type = :type")
+        for run_id, data in connection.execute(query, {"type": PAYLOAD_ERASED}):
+            try:
+                digests = json.loads(data)["erasure"]["digests"]
+                erased.update((run_id, str(digest)) for digest in digests)
+            except (TypeError, ValueError, KeyError):
+                continue  # the chain covers the event; a malformed one simply erases nothing
+        archived = set(connection.execute(sql_text("SELECT run_id FROM archived_runs")).scalars())
+        rows = connection.execution_options(stream_results=True, yield_per=_PAGE).execute(
+            sql_text("SELECT run_id, digest, field, CAST(body AS TEXT), erased_at FROM run_payloads")
+        )
+        for run_id, digest, name, body, erased_at in rows:
+            where = f"run {run_id}: payload {name} {digest[:12]}"
+            if erased_at is None:
+                if not _payload_matches(body, digest):
+                    problems.append(f"{where} does not hash to its digest (the body was changed)")
+            elif body != "null":
+                problems.append(f"{where} is marked erased but still has a body")
+            elif (run_id, digest) not in erased and run_id not in archived:
+                problems.append(f"{where} was erased without a payload_erased event")
+    if len(problems) > _LISTED:
+        problems = [*problems[:_LISTED], f"and {len(problems) - _LISTED} more payload problems"]
+    report.outside.extend(problems)
+
+
+def _payload_matches(body: Any, digest: str) -> bool:
+    if not isinstance(body, str):
+        return False
+    if hashlib.sha256(body.encode()).hexdigest() == digest:
+        return True
+    try:  # the same value in another text (PostgreSQL's json keeps text as given; SQLite too)
+        value = json.loads(body, object_pairs_hook=unique_keys)
+        return bool(hashlib.sha256(canonical_json(value).encode()).hexdigest() == digest)
+    except (TypeError, ValueError):
+        return False
 
 
 def _check_before_anchor(engine: Engine, report: ChainReport, trusted_since: bool) -> None:

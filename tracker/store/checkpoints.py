@@ -41,9 +41,16 @@ def utc_text(moment: float) -> str:
 
 
 def log_id(engine: Engine, purge: Mapping[str, Any] | None = None) -> str | None:
-    """The hash of the log's first event ever: what tells one log's checkpoints from another's."""
-    if purge is not None and purge.get("log_id"):
-        return str(purge["log_id"])
+    """The hash of the log's first event ever: what tells one log's checkpoints from another's.
+
+    Once the log has been purged, that event is gone and the identity is the one the purge's *signed*
+    checkpoint carries (``purge`` is the data of the newest ``log_purged`` event); check that checkpoint
+    (:func:`check_purge`) before trusting it.
+    """
+    if purge is not None:
+        checkpoint = purge.get("checkpoint")
+        found = checkpoint.get("log_id") if isinstance(checkpoint, dict) else None
+        return found if isinstance(found, str) else None
     with engine.connect() as connection:
         found = connection.execute(text("SELECT hash FROM run_events WHERE seq = 1")).scalar()
     return None if found is None else str(found)
@@ -64,9 +71,8 @@ def make_checkpoint(
         anchor = (int(since["seq"]), str(since["head_hash"]))
     report = verify_chain(engine, since=anchor)
     if not report.ok:
-        raise AuditError(
-            f"the chain is broken at seq {report.first_bad_seq} ({report.problem}); refusing to sign a checkpoint"
-        )
+        raise AuditError(f"{report.first_problem()}; refusing to sign a checkpoint")
+    require_genuine_purge(report, key.public, "sign a checkpoint")
     if report.head_seq == 0:
         raise AuditError("the log is empty; there is nothing to checkpoint")
     moment = now()
@@ -154,6 +160,11 @@ def check_checkpoints(
         except SigningError as exc:
             results.append(result("failed", str(exc)))
             continue
+        if report.purge is not None and (current_log is None or document.get("log_id") != current_log):
+            # After a purge the log's identity comes from the purge's signed checkpoint, and every
+            # checkpoint must name it: one without would match any log that starts at that point.
+            results.append(result("failed", "the checkpoint does not name this log (log_id differs or is missing)"))
+            continue
         if current_log is not None and document.get("log_id") not in (None, current_log):
             results.append(result("failed", "the checkpoint is of another log (its log_id differs)"))
             continue
@@ -198,6 +209,14 @@ def _hashes_at(engine: Engine, seq: int) -> list[str]:
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT hash FROM run_events WHERE seq = :seq ORDER BY hash"), {"seq": seq})
         return [str(row[0]) for row in rows]
+
+
+def require_genuine_purge(report: ChainReport, key: VerifyKey, what: str) -> None:
+    """Raise unless the purge the log starts after (if any) carries a genuine purge checkpoint by ``key``:
+    signing or purging on top of a forged purge would launder it."""
+    result = check_purge(report, key)
+    if result is not None and not result.ok:
+        raise AuditError(f"the log starts after a purge that does not hold ({result.detail}); refusing to {what}")
 
 
 def check_purge(report: ChainReport, key: VerifyKey | None) -> CheckpointResult | None:

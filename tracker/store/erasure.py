@@ -16,12 +16,13 @@ listed in docs/audit.md.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, select, update
+from sqlalchemy import Connection, Engine, and_, select, text, update
 
 from tracker.errors import AuditError
 from tracker.events import PAYLOAD_ERASED, EventDraft, source_json
@@ -34,6 +35,8 @@ from tracker.store.projections import in_chunks
 from tracker.store.schema import run_payloads
 
 ERASURE_FORMAT = "tracker.erasure/1"
+# How long compaction waits for readers that started before the erasure.
+COMPACT_WAIT_S = 30.0
 
 
 @dataclass
@@ -56,6 +59,7 @@ def erase_payloads(
     run_ids: Sequence[str] = (),
     fields: Sequence[str] = (),
     reason: str,
+    wait_s: float = 30.0,
 ) -> ErasureSummary:
     """Erase the payload bodies of ``run_ids`` (all of their fields, or only ``fields``), or of
     ``fields`` in every run; sign and chain one record per run; then compact the storage."""
@@ -69,8 +73,6 @@ def erase_payloads(
         if connection.dialect.name == "sqlite":
             connection.exec_driver_sql("PRAGMA secure_delete = ON")
         targets = _targets(connection, run_ids, fields)
-        if not targets:
-            return summary
         recorded_at = round_time(now())
         batch: list[tuple[str, list[EventDraft]]] = []
         for run_id, payloads in targets.items():
@@ -87,7 +89,8 @@ def erase_payloads(
             )
             summary.records.append(record)
             batch.append((run_id, [_draft(run_id, record, recorded_at)]))
-        summary.events_appended = append_drafts(connection, batch, recorded_at, source_json({"audit": "erase"}))
+        if batch:
+            summary.events_appended = append_drafts(connection, batch, recorded_at, source_json({"audit": "erase"}))
         for run_id, payloads in targets.items():
             for digest, _ in payloads:
                 connection.execute(
@@ -97,10 +100,12 @@ def erase_payloads(
                 )
         summary.runs = len(targets)
         summary.payloads = sum(len(payloads) for payloads in targets.values())
+    # Always, even when nothing was left to erase: running the same erase again finishes a compaction
+    # that readers held up the first time.
     try:
-        compact(engine)
+        compact(engine, wait_s)
         summary.compacted = True
-    except Exception as exc:  # the erasure stands; the operator must compact by hand (said in the output)
+    except Exception as exc:  # the erasure stands; the command says what is left to do
         summary.compaction_error = str(getattr(exc, "orig", None) or exc).splitlines()[0]
     return summary
 
@@ -126,19 +131,82 @@ def _targets(connection: Connection, run_ids: Sequence[str], fields: Sequence[st
     return dict(found)
 
 
-def compact(engine: Engine) -> None:
-    """Make erased bytes unrecoverable from the database files (see the module docstring)."""
-    if engine.dialect.name != "sqlite":
-        with engine.connect() as connection:
-            connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM FULL run_payloads")
-        return
+class CompactionError(Exception):
+    """The storage could not be compacted (yet); the message says why and what to do."""
+
+
+def compact(engine: Engine, wait_s: float = COMPACT_WAIT_S) -> None:
+    """Make erased bytes unrecoverable from the database files (see the module docstring).
+
+    Readers that started before the erasure still see the old rows, and the database keeps them for as
+    long as such a reader lives: SQLite cannot copy the new pages over the old ones in the main file,
+    PostgreSQL's VACUUM FULL copies the old row versions along. So this waits up to ``wait_s`` for them
+    to finish, then compacts, and raises :class:`CompactionError` when a reader outlasted the wait.
+    """
+    deadline = time.monotonic() + wait_s
+    if engine.dialect.name == "postgresql":
+        _compact_postgres(engine, deadline)
+    else:
+        _compact_sqlite(engine, deadline)
+
+
+def _compact_sqlite(engine: Engine, deadline: float) -> None:
     # VACUUM cannot run inside a transaction, which SQLAlchemy's connections always open: use the driver's.
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        cursor.execute("VACUUM")
-        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        cursor.close()
+        (patience,) = cursor.execute("PRAGMA busy_timeout").fetchone()
+        # A checkpoint blocked by a reader would wait the whole busy timeout in one go: poll instead.
+        cursor.execute("PRAGMA busy_timeout = 100")
+        try:
+            _checkpoint_fully(cursor, deadline)
+            cursor.execute(f"PRAGMA busy_timeout = {int(patience)}")
+            cursor.execute("VACUUM")
+            cursor.execute("PRAGMA busy_timeout = 100")
+            _checkpoint_fully(cursor, deadline)
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout = {int(patience)}")
+            cursor.close()
     finally:
         raw.close()
+
+
+def _checkpoint_fully(cursor: Any, deadline: float) -> None:
+    """Copy every page of the write-ahead log into the database file and empty the log, or raise."""
+    while True:
+        busy, frames, copied = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy and frames == copied:
+            return
+        if time.monotonic() >= deadline:
+            raise CompactionError(
+                "another connection kept a read transaction open, so the old pages are still in the "
+                "database file; run the same `tracker audit erase` again once readers (syncs, BI tools) "
+                "have finished"
+            )
+        time.sleep(0.1)
+
+
+def _compact_postgres(engine: Engine, deadline: float) -> None:
+    with engine.connect() as connection:
+        autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+        # Sessions whose snapshot is older than now (so older than the erasure) may still see the old rows,
+        # which VACUUM FULL would then copy along: wait them out.
+        now_xid = int(autocommit.exec_driver_sql("SELECT txid_current()").scalar_one())
+        older = text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_xmin IS NOT NULL AND age(backend_xmin) >= age(CAST(CAST(:xid AS TEXT) AS xid))"
+        )
+        while pids := list(autocommit.execute(older, {"xid": now_xid % (1 << 32)}).scalars()):
+            if time.monotonic() >= deadline:
+                raise CompactionError(
+                    f"sessions that started before the erasure are still open (pid {', '.join(map(str, pids))}), "
+                    "so the old rows cannot be dropped yet; run the same `tracker audit erase` again once "
+                    "they have finished"
+                )
+            time.sleep(0.2)
+        seconds = max(1, int(deadline - time.monotonic()))
+        autocommit.exec_driver_sql(f"SET lock_timeout = '{seconds}s'")
+        try:
+            autocommit.exec_driver_sql("VACUUM FULL run_payloads")
+        finally:
+            autocommit.exec_driver_sql("RESET lock_timeout")

@@ -286,7 +286,8 @@ def export_to_files(
     for existing in (path, manifest_path):
         if existing.exists():
             raise ExportExists(existing)
-    log = log_id(engine, latest_purge(engine))
+    found = latest_purge(engine)
+    log = log_id(engine, found[1] if found is not None else None)
     with _create(path) as out:
         try:
             result = export_events(engine, out, selection, line_format)

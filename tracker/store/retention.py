@@ -20,6 +20,8 @@ older than the purge are reported as archived (they can be checked against the a
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,10 +35,10 @@ from tracker.events import LOG_PURGED, source_json
 from tracker.projection import ProjectionDelta, RunState
 from tracker.signing import SigningKey, sign_document
 from tracker.snapshots import round_time
-from tracker.store.audit import verify_chain
+from tracker.store.audit import archived_states_digest, verify_chain
 from tracker.store.background import ConnectionWorker
 from tracker.store.checkpoints import FORMAT as CHECKPOINT_FORMAT
-from tracker.store.checkpoints import log_id, utc_text
+from tracker.store.checkpoints import log_id, require_genuine_purge, utc_text
 from tracker.store.engine import begin_write, require_privileges
 from tracker.store.export import ExportFiles, ExportSelection, export_to_files
 from tracker.store.ledger import append_ledger_event
@@ -86,6 +88,8 @@ def purge(
     checkpoint_path: Path | None = None,
 ) -> PurgeResult:
     """Purge the events recorded before ``before`` from the start of the log (see the module docstring)."""
+    if not math.isfinite(min_age_days) or min_age_days < 0:
+        raise AuditError(f"the minimum age must be a number of days, 0 or more, not {min_age_days!r}")
     moment = now()
     oldest_allowed = moment - min_age_days * DAY
     if before > oldest_allowed:
@@ -96,7 +100,8 @@ def purge(
     require_privileges(engine, "purge", [("ledger_purges", "INSERT"), ("run_events", "DELETE")])
     report = verify_chain(engine)
     if not report.ok:
-        raise AuditError(f"the chain is broken at seq {report.first_bad_seq} ({report.problem}); refusing to purge")
+        raise AuditError(f"{report.first_problem()}; refusing to purge")
+    require_genuine_purge(report, key.public, "purge")
     start = report.anchor[0]
     through = _purge_point(engine, start, before, report.head_seq)
     if through <= start:
@@ -108,56 +113,77 @@ def purge(
     archive = export_to_files(
         engine, archive_path, ExportSelection(from_seq=start + 1, to_seq=through), "jsonl", now, key=key
     )
-    if archive.result.events != through - start or not archive.result.contiguous:
-        raise AuditError(f"the archive of seq {start + 1}..{through} is incomplete; nothing was purged")
-    assert archive.result.last is not None
-    through_hash = archive.result.last[1]
-    checkpoint = sign_document(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "log_id": log,
-            "seq": through,
-            "head_hash": through_hash,
-            "events": through - start,
-            "first_seq": start + 1,
-            "time": utc_text(moment),
-            "purge": True,
-        },
-        key,
-    )
-    _write_new_json(checkpoint_path, checkpoint)
-    record = {
-        "through_seq": through,
-        "through_hash": through_hash,
-        "log_id": log,
-        "first_seq": start + 1,
-        "events_purged": through - start,
-        "before": utc_text(before),
-        "min_age_days": min_age_days,
-        "archive": {
-            "file": archive.export.name,
-            "sha256": archive.document["sha256"],
-            "manifest": archive.manifest.name,
-        },
-        "checkpoint": checkpoint,
-    }
-    recorded_at = round_time(moment)
-    with begin_write(engine) as connection:
-        runs = _archive_states(connection, through)
-        record["runs_archived"] = runs
-        connection.execute(
-            insert(ledger_purges).values(
-                through_seq=through,
-                through_hash=through_hash,
-                purged_at=recorded_at,
-                events_purged=through - start,
-                record=record,
+    wrote_checkpoint = False
+    try:
+        if archive.result.events != through - start or not archive.result.contiguous:
+            raise AuditError(f"the archive of seq {start + 1}..{through} is incomplete; nothing was purged")
+        assert archive.result.last is not None
+        through_hash = archive.result.last[1]
+        with begin_write(engine) as connection:
+            # Under the append lock: another purge may have run since the check above.
+            if _log_start(connection) != (start + 1, report.anchor[0] if report.purge is not None else None):
+                raise AuditError("another purge ran meanwhile; nothing was purged (run it again)")
+            runs = _archive_states(connection, through)
+            checkpoint = sign_document(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "log_id": log,
+                    "seq": through,
+                    "head_hash": through_hash,
+                    "events": through - start,
+                    "first_seq": start + 1,
+                    "time": utc_text(moment),
+                    "purge": True,
+                    "archived_runs": runs,
+                    "archived_states_sha256": archived_states_digest(connection),
+                },
+                key,
             )
-        )
-        connection.execute(delete(run_events).where(run_events.c.seq <= through))
-        append_ledger_event(connection, LOG_PURGED, record, recorded_at, recorded_at, source_json({"audit": "purge"}))
-        rebuild_in(connection)
+            record = {
+                "through_seq": through,
+                "through_hash": through_hash,
+                "log_id": log,
+                "first_seq": start + 1,
+                "events_purged": through - start,
+                "before": utc_text(before),
+                "min_age_days": min_age_days,
+                "runs_archived": runs,
+                "archive": {
+                    "file": archive.export.name,
+                    "sha256": archive.document["sha256"],
+                    "manifest": archive.manifest.name,
+                },
+                "checkpoint": checkpoint,
+            }
+            recorded_at = round_time(now())  # in the lock, so recorded_at still rises with seq
+            connection.execute(
+                insert(ledger_purges).values(
+                    through_seq=through,
+                    through_hash=through_hash,
+                    purged_at=recorded_at,
+                    events_purged=through - start,
+                    record=record,
+                )
+            )
+            connection.execute(delete(run_events).where(run_events.c.seq <= through))
+            source = source_json({"audit": "purge"})
+            append_ledger_event(connection, LOG_PURGED, record, recorded_at, recorded_at, source)
+            rebuild_in(connection)
+            _write_new_json(checkpoint_path, checkpoint)  # last: a failure here rolls the purge back
+            wrote_checkpoint = True
+    except BaseException:
+        # Nothing was purged: the archive of a range still in the log would only mislead.
+        for path in (archive.export, archive.manifest, *([checkpoint_path] if wrote_checkpoint else [])):
+            path.unlink(missing_ok=True)
+        raise
     return PurgeResult(start + 1, through, through_hash, through - start, runs, archive, checkpoint_path, checkpoint)
+
+
+def _log_start(connection: Connection) -> tuple[int, int | None]:
+    """(first seq in the log, the newest recorded purge's through_seq or None): what a purge planned on."""
+    first = connection.execute(text("SELECT coalesce(min(seq), 0) FROM run_events")).scalar_one()
+    purged = connection.execute(text("SELECT max(through_seq) FROM ledger_purges")).scalar()
+    return int(first), None if purged is None else int(purged)
 
 
 def _purge_point(engine: Engine, start: int, before: float, head: int) -> int:
@@ -208,7 +234,6 @@ def purges(engine: Engine) -> list[dict[str, Any]]:
 
 
 def _write_new_json(path: Path, document: dict[str, Any]) -> None:
-    import json
 
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

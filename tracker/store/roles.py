@@ -59,7 +59,7 @@ WRITER_TABLES: dict[str, tuple[str, ...]] = {
 VIEWS = ("run_current", "run_transitions", "run_status_intervals", "run_durations", "error_stats")
 WRITER_SEQUENCES: dict[str, tuple[str, ...]] = {"sync_runs_id_seq": ("USAGE", "SELECT")}  # a new sync_runs id
 # The guards behind the append-only triggers; a trigger belongs to its table (and so to the owner).
-FUNCTIONS = ("run_events_refuse_change()", "ledger_purges_refuse_change()")
+FUNCTIONS = ("run_events_refuse_change()", "ledger_purges_refuse_change()", "run_payloads_refuse_change()")
 # Per role kind. TEMPORARY: `projections rebuild --verify` folds into temporary shadow tables.
 DATABASE_PRIVILEGES = {"owner": ("CONNECT",), "writer": ("CONNECT", "TEMPORARY"), "reader": ("CONNECT",)}
 SCHEMA_PRIVILEGES = {"owner": ("USAGE", "CREATE"), "writer": ("USAGE",), "reader": ("USAGE",)}
