@@ -54,6 +54,7 @@ honest ingest does, and only a later checkpoint can tell the two apart
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -409,7 +410,8 @@ def _purge_checkpoint(engine: Engine, through: int, key: SigningKey) -> dict[str
         "time": "2027-01-15T08:00:00.000000Z",
         "purge": True,
         "archived_runs": 0,
-        "archived_states_sha256": "0" * 64,  # the digest of an empty archived_runs
+        "archived_states_sha256": hashlib.sha256(b"").hexdigest(),  # the digest of an empty archived_runs
+        "erased_before_sha256": hashlib.sha256(b"").hexdigest(),  # and of no erased payloads
     }
     return sign_document(document, key)
 

@@ -256,6 +256,16 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(text: str) -> Any:
+    """``text`` parsed as JSON, refusing what the json module lets through: a key twice in one object, and
+    NaN / Infinity (which canonical JSON never writes)."""
+    return json.loads(text, object_pairs_hook=unique_keys, parse_constant=_no_constant)
+
+
 def stored_body(
     seq: Any,
     kind: Any,
@@ -286,8 +296,8 @@ def stored_body(
             return None
         times.append(float(value))
     try:
-        data = json.loads(data_text, object_pairs_hook=unique_keys)
-        source = json.loads(source_text, object_pairs_hook=unique_keys)
+        data = strict_json(data_text)
+        source = strict_json(source_text)
     except ValueError:
         return None
     if not isinstance(data, dict) or not isinstance(source, dict):

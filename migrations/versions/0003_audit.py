@@ -48,9 +48,10 @@ POSTGRES_GUARD_FUNCTION = {
          RAISE EXCEPTION 'run_events is append-only: % refused', TG_OP
            USING ERRCODE = 'restrict_violation';
        END $$""",
-    # SET search_path FROM CURRENT: the lookup of ledger_purges cannot be redirected by a caller's path.
+    # A fixed search_path, temporary tables last: a caller's path or a temporary ledger_purges cannot
+    # stand in for the real one. {schema} is the schema the migration runs in.
     "new": """CREATE OR REPLACE FUNCTION run_events_refuse_change() RETURNS trigger LANGUAGE plpgsql
-       SET search_path FROM CURRENT AS $$
+       SET search_path = {schema}, pg_temp AS $$
        BEGIN
          IF TG_OP = 'DELETE' AND OLD.seq <= (SELECT coalesce(max(through_seq), 0) FROM ledger_purges) THEN
            RETURN OLD;
@@ -72,7 +73,7 @@ SQLITE_PURGE_GUARDS = [
 
 POSTGRES_PURGE_GUARDS = [
     """CREATE FUNCTION ledger_purges_refuse_change() RETURNS trigger LANGUAGE plpgsql
-       SET search_path FROM CURRENT AS $$
+       SET search_path = {schema}, pg_temp AS $$
        BEGIN
          IF TG_OP = 'INSERT' THEN
            IF NEW.through_seq > (SELECT coalesce(max(through_seq), 0) FROM ledger_purges) THEN
@@ -160,9 +161,10 @@ def upgrade() -> None:
         for statement in [*SQLITE_PURGE_GUARDS, *SQLITE_PAYLOAD_GUARDS]:
             op.execute(statement)
     else:
-        op.execute(POSTGRES_GUARD_FUNCTION["new"])
+        schema = '"' + str(op.get_bind().execute(sa.text("SELECT current_schema()")).scalar_one()) + '"'
+        op.execute(POSTGRES_GUARD_FUNCTION["new"].replace("{schema}", schema))
         for statement in [*POSTGRES_PURGE_GUARDS, *POSTGRES_PAYLOAD_GUARDS]:
-            op.execute(statement)
+            op.execute(statement.replace("{schema}", schema))
 
 
 def downgrade() -> None:
@@ -171,6 +173,9 @@ def downgrade() -> None:
         # Revision 0002 cannot read a log that starts after a purge: it would report the purged range as
         # missing, and could not rebuild the runs whose history is archived.
         raise RuntimeError("this log has been purged (ledger_purges); it cannot go back below revision 0003")
+    if bind.execute(sa.text("SELECT count(*) FROM run_payloads WHERE erased_at IS NOT NULL")).scalar_one():
+        # Without erased_at, an erased body would read as a body changed behind the chain's back.
+        raise RuntimeError("payloads of this log were erased (run_payloads.erased_at); it cannot go below 0003")
     dialect = bind.dialect.name
     if dialect == "sqlite":
         for trigger in (

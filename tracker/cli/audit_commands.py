@@ -14,7 +14,14 @@ from tracker.cli.base import Context, cli, format_option, time_value
 from tracker.cli.render import emit_json
 from tracker.signing import KEY_ENV, PUBLIC_KEY_ENV, generate_key, load_signing_key, load_verify_key
 from tracker.store.audit import ChainReport, verify_chain
-from tracker.store.checkpoints import CheckpointResult, check_checkpoints, check_purge, make_checkpoint, read_checkpoint
+from tracker.store.checkpoints import (
+    CheckpointResult,
+    check_checkpoints,
+    check_erasures,
+    check_purge,
+    make_checkpoint,
+    read_checkpoint,
+)
 
 
 @cli.group()
@@ -64,6 +71,9 @@ def audit_verify(
     purge = check_purge(report, key)
     if purge is not None:
         results.insert(0, purge)
+    erasures = check_erasures(obj.engine, key) if key is not None else None
+    if erasures is not None:
+        results.append(erasures)
     ok = report.ok and all(result.ok for result in results)
     if as_json or output_format == "json":
         emit_json({**_report_dict(report), "ok": ok, "checkpoints": [result.as_dict() for result in results]})
@@ -89,9 +99,11 @@ def _report_dict(report: ChainReport) -> dict[str, Any]:
 
 def _print_report(report: ChainReport, results: list[CheckpointResult]) -> None:
     if report.purge is not None:
+        archive = report.purge.get("archive")
+        archive_file = archive.get("file") if isinstance(archive, dict) else None
         click.echo(
             f"purged: seq 1..{report.anchor[0]} ({report.purge.get('events_purged')} events recorded before "
-            f"{report.purge.get('before')}), archived as {report.purge.get('archive', {}).get('file')}"
+            f"{report.purge.get('before')}), archived as {archive_file}"
         )
     if report.first_bad_seq is None and not report.gaps:
         click.echo(f"ok: {report.events} events, chain intact, head seq {report.head_seq} hash {report.head_hash}")

@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +34,7 @@ from tracker.events import (
     canonical_json,
     chain_hash,
     stored_body,
-    unique_keys,
+    strict_json,
 )
 from tracker.gc_tuning import fewer_gc_passes
 from tracker.store.background import ConnectionWorker
@@ -60,6 +60,7 @@ class ChainReport:
     purge: dict[str, Any] | None = None  # the data of the newest log_purged event, if the log was purged
     # What is wrong outside the chain: payload bodies (run_payloads) and archived states (archived_runs).
     outside: list[str] = field(default_factory=list)
+    state: tuple[Any, ...] = field(default=(), compare=False, repr=False)  # see _audit_state
 
     @property
     def ok(self) -> bool:
@@ -90,6 +91,31 @@ def verify_chain(
     most 4) contiguous ``seq`` ranges at once, each in its own process; the links between the ranges
     are checked here, so the report is the one a single pass would give.
     """
+    report, _ = _verify_once(engine, processes, since, outside)
+    # A purge or an erasure that committed while the log was read (in several statements, several
+    # connections) would look like tampering: read again once if either moved.
+    if _audit_state(engine) != report.state:
+        report, _ = _verify_once(engine, processes, since, outside)
+    return report
+
+
+def _audit_state(engine: Engine) -> tuple[Any, ...]:
+    """What a concurrent purge or erasure changes: the newest purge and the count of erased payloads."""
+    with engine.connect() as connection:
+        return tuple(
+            connection.execute(
+                sql_text(
+                    "SELECT (SELECT max(through_seq) FROM ledger_purges), "
+                    "(SELECT count(*) FROM run_payloads WHERE erased_at IS NOT NULL)"
+                )
+            ).one()
+        )
+
+
+def _verify_once(
+    engine: Engine, processes: int | None, since: tuple[int, str] | None, outside: bool | None
+) -> tuple[ChainReport, tuple[int, dict[str, Any]] | None]:
+    state = _audit_state(engine)
     if processes is None:
         processes = min(os.cpu_count() or 1, 4)
     found = latest_purge(engine)
@@ -119,7 +145,8 @@ def verify_chain(
     _check_purge_records(engine, report, found[0] if found is not None else 0)
     if outside if outside is not None else since is None:
         _check_payloads(engine, report)
-    return report
+    report.state = state
+    return report, found
 
 
 def latest_purge(engine: Engine) -> tuple[int, dict[str, Any]] | None:
@@ -180,20 +207,17 @@ def _check_purge_records(engine: Engine, report: ChainReport, purge_seq: int) ->
 
 
 def archived_states_digest(connection: Connection) -> str:
-    """An order-free digest of ``archived_runs``: the sum, modulo 2**256, of SHA-256(run_id, newline, the
-    stored text of its state) over the rows. The signed purge checkpoint carries it; verify recomputes
-    it, since those states are what a rebuild starts from and no event covers them any more."""
-    total = 0
+    """A digest of ``archived_runs``: SHA-256 over the sorted SHA-256s of (run_id, newline, the stored text
+    of its state), one per row. The signed purge checkpoint carries it; verify recomputes it, since those
+    states are what a rebuild starts from and no event covers them any more. (Sorted, not summed: a sum
+    of hashes can be matched by a crafted set of rows.)"""
     # Per statement: Connection.execution_options() would change the caller's connection for good.
     rows = connection.execute(
         sql_text("SELECT run_id, CAST(state AS TEXT) FROM archived_runs"),
         execution_options={"stream_results": True, "yield_per": _PAGE},
     )
-    for run_id, state in rows:
-        # The stored text itself: only the purge writes it, and any other text for it is a change.
-        digest = hashlib.sha256(f"{run_id}\n{state}".encode()).digest()
-        total = (total + int.from_bytes(digest, "big")) % (1 << 256)
-    return f"{total:064x}"
+    digests = sorted(hashlib.sha256(f"{run_id}\n{state}".encode()).digest() for run_id, state in rows)
+    return hashlib.sha256(b"".join(digests)).hexdigest()
 
 
 # Problems outside the chain listed one by one, up to this many; then only counted.
@@ -201,20 +225,13 @@ _LISTED = 20
 
 
 def _check_payloads(engine: Engine, report: ChainReport) -> None:
-    """Each payload body must hash to its digest (the value the chain covers); an erased one must be
-    null and named by a ``payload_erased`` event still in the log (or belong to a run whose early history
-    was purged, with its erasure events)."""
+    """Each payload body must hash to its digest (the value the chain covers); an erased one must be null
+    and named by a ``payload_erased`` event still in the log, or, for erasures whose events a purge
+    removed, be among the erased payloads whose digest the purge's checkpoint signed."""
     problems: list[str] = []
+    erased_rows: list[tuple[str, str, str]] = []
     with engine.connect() as connection:
-        erased: set[tuple[str, str]] = set()
-        query = sql_text("SELECT run_id, CAST(data AS TEXT) FROM run_events WHERE event_type = :type")
-        for run_id, data in connection.execute(query, {"type": PAYLOAD_ERASED}):
-            try:
-                digests = json.loads(data)["erasure"]["digests"]
-                erased.update((run_id, str(digest)) for digest in digests)
-            except (TypeError, ValueError, KeyError):
-                continue  # the chain covers the event; a malformed one simply erases nothing
-        archived = set(connection.execute(sql_text("SELECT run_id FROM archived_runs")).scalars())
+        # Payloads first, then the erasure events: an erasure committing in between is then seen whole.
         rows = connection.execute(
             sql_text("SELECT run_id, digest, field, CAST(body AS TEXT), erased_at FROM run_payloads"),
             execution_options={"stream_results": True, "yield_per": _PAGE},
@@ -226,11 +243,45 @@ def _check_payloads(engine: Engine, report: ChainReport) -> None:
                     problems.append(f"{where} does not hash to its digest (the body was changed)")
             elif body != "null":
                 problems.append(f"{where} is marked erased but still has a body")
-            elif (run_id, digest) not in erased and run_id not in archived:
-                problems.append(f"{where} was erased without a payload_erased event")
+            else:
+                erased_rows.append((run_id, digest, where))
+        named = erasures_in_log(connection)
+    uncovered = [(run_id, digest, where) for run_id, digest, where in erased_rows if (run_id, digest) not in named]
+    checkpoint = report.purge.get("checkpoint") if report.purge is not None else None
+    signed = checkpoint.get("erased_before_sha256") if isinstance(checkpoint, dict) else None
+    if report.purge is None:
+        problems += [f"{where} was erased without a payload_erased event" for _, _, where in uncovered]
+    elif erased_pairs_digest((run, digest) for run, digest, _ in uncovered) != signed:
+        problems.append("the erased payloads no payload_erased event names differ from those the purge signed")
     if len(problems) > _LISTED:
         problems = [*problems[:_LISTED], f"and {len(problems) - _LISTED} more payload problems"]
     report.outside.extend(problems)
+
+
+def erasures_in_log(connection: Connection, after_seq: int = 0) -> set[tuple[str, str]]:
+    """(run_id, digest) of every payload a ``payload_erased`` event in the log (after ``after_seq``) names."""
+    named: set[tuple[str, str]] = set()
+    query = sql_text("SELECT run_id, CAST(data AS TEXT) FROM run_events WHERE event_type = :type AND seq > :after")
+    for run_id, data in connection.execute(query, {"type": PAYLOAD_ERASED, "after": after_seq}):
+        try:
+            named.update((run_id, str(digest)) for digest in json.loads(data)["erasure"]["digests"])
+        except (TypeError, ValueError, KeyError):
+            continue  # the chain covers the event; a malformed one simply names nothing
+    return named
+
+
+def erased_pairs_digest(pairs: Iterable[tuple[str, str]]) -> str:
+    """SHA-256 of the sorted (run_id, digest) pairs, one "run_id newline digest newline" each."""
+    return hashlib.sha256("".join(f"{run}\n{digest}\n" for run, digest in sorted(pairs)).encode()).hexdigest()
+
+
+def erased_before_purge(connection: Connection, through: int) -> str:
+    """:func:`erased_pairs_digest` of the erased payloads that no ``payload_erased`` event after ``through``
+    names: what a purge through ``through`` signs, so that verify can still account for them once their
+    events are gone."""
+    named = erasures_in_log(connection, through)
+    rows = connection.execute(sql_text("SELECT run_id, digest FROM run_payloads WHERE erased_at IS NOT NULL"))
+    return erased_pairs_digest((run, digest) for run, digest in rows if (run, digest) not in named)
 
 
 def _payload_matches(body: Any, digest: str) -> bool:
@@ -239,7 +290,7 @@ def _payload_matches(body: Any, digest: str) -> bool:
     if hashlib.sha256(body.encode()).hexdigest() == digest:
         return True
     try:  # the same value in another text (PostgreSQL's json keeps text as given; SQLite too)
-        value = json.loads(body, object_pairs_hook=unique_keys)
+        value = strict_json(body)
         return bool(hashlib.sha256(canonical_json(value).encode()).hexdigest() == digest)
     except (TypeError, ValueError):
         return False

@@ -29,9 +29,9 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from tracker.errors import AuditError
-from tracker.events import GENESIS_HASH
+from tracker.events import GENESIS_HASH, PAYLOAD_ERASED
 from tracker.signing import SigningError, SigningKey, VerifyKey, sign_document, verify_document
-from tracker.store.audit import ChainReport, verify_chain
+from tracker.store.audit import ChainReport, latest_purge, purge_anchor, verify_chain
 
 FORMAT = "tracker.checkpoint/1"
 
@@ -69,7 +69,16 @@ def make_checkpoint(
     if since is not None:
         verify_document(since, key.public, "the --since checkpoint")
         anchor = (int(since["seq"]), str(since["head_hash"]))
-    report = verify_chain(engine, since=anchor)
+        found = latest_purge(engine)
+        purged = purge_anchor(found[1]) if found is not None else None
+        if purged is not None and anchor[0] < purged[0]:
+            raise AuditError(
+                f"the --since checkpoint (seq {anchor[0]}) is older than the purge (through seq {purged[0]}); "
+                "sign a full checkpoint instead"
+            )
+        if purged is not None and anchor[0] == purged[0]:
+            anchor = None  # the purge's own checkpoint: its event is gone, so check from the purge point
+    report = verify_chain(engine, since=anchor, outside=False if since is not None else None)
     if not report.ok:
         raise AuditError(f"{report.first_problem()}; refusing to sign a checkpoint")
     require_genuine_purge(report, key.public, "sign a checkpoint")
@@ -229,7 +238,8 @@ def check_purge(report: ChainReport, key: VerifyKey | None) -> CheckpointResult 
         return None
     checkpoint = report.purge.get("checkpoint")
     name = "purge record"
-    seq = report.anchor[0]
+    anchor = purge_anchor(report.purge)  # where the chain starts (report.anchor may be a later --since)
+    seq = anchor[0] if anchor is not None else report.anchor[0]
     if key is None:
         return CheckpointResult(name, seq, "failed", "the purge's checkpoint is not checked: give --public-key")
     if not isinstance(checkpoint, dict):
@@ -241,7 +251,7 @@ def check_purge(report: ChainReport, key: VerifyKey | None) -> CheckpointResult 
     if checkpoint.get("purge") is not True:
         # An ordinary checkpoint at the same seq is signed too, but authorises no deletion.
         return CheckpointResult(name, seq, "failed", "the purge's checkpoint is not a signed purge checkpoint")
-    if (checkpoint.get("seq"), checkpoint.get("head_hash")) != report.anchor:
+    if anchor is None or (checkpoint.get("seq"), checkpoint.get("head_hash")) != anchor:
         return CheckpointResult(name, seq, "failed", "the log does not start where the signed purge says it ends")
     return CheckpointResult(
         name, seq, "ok", f"seq {checkpoint.get('first_seq')}..{seq} purged, signed by {checkpoint.get('key_id')}"
@@ -283,3 +293,30 @@ def check_proof(proof: Mapping[str, Any], checkpoints: list[tuple[str, dict[str,
     if not held:
         raise AuditError("the proof does not hold against the signed checkpoint(s)")
     return f"ok: {what}, as signed by {key.key_id}"
+
+
+def check_erasures(engine: Engine, key: VerifyKey) -> CheckpointResult | None:
+    """Every ``payload_erased`` event in the log must hold an erasure record signed by ``key`` for its own
+    run: the chain proves the event was appended, the signature who decided the erasure."""
+    problems: list[str] = []
+    count = 0
+    query = text("SELECT seq, run_id, CAST(data AS TEXT) FROM run_events WHERE event_type = :type ORDER BY seq")
+    with engine.connect() as connection:
+        for seq, run_id, data in connection.execute(query, {"type": PAYLOAD_ERASED}):
+            count += 1
+            try:
+                record = json.loads(data)["erasure"]
+                if not isinstance(record, dict):
+                    raise TypeError("not an object")
+                verify_document(record, key, f"the erasure record at seq {seq}")
+                if record.get("run_id") != run_id or record.get("format") != "tracker.erasure/1":
+                    raise SigningError(f"the erasure record at seq {seq} is not one for run {run_id}")
+            except SigningError as exc:
+                problems.append(str(exc))
+            except (TypeError, ValueError, KeyError):
+                problems.append(f"the payload_erased event at seq {seq} holds no erasure record")
+    if not count:
+        return None
+    if problems:
+        return CheckpointResult("erasure records", 0, "failed", f"{problems[0]} ({len(problems)} of {count} bad)")
+    return CheckpointResult("erasure records", 0, "ok", f"{count} erasure records signed by {key.key_id}")

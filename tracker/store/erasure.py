@@ -192,14 +192,25 @@ def _compact_postgres(engine: Engine, deadline: float) -> None:
         # Sessions whose snapshot is older than now (so older than the erasure) may still see the old rows,
         # which VACUUM FULL would then copy along: wait them out.
         now_xid = int(autocommit.exec_driver_sql("SELECT txid_current()").scalar_one())
+        # Client sessions (not autovacuum or a running VACUUM, whose horizon VACUUM ignores) holding a snapshot or a
+        # transaction id from before now, prepared transactions and replication slots from before now.
+        xid = "CAST(CAST(:xid AS TEXT) AS xid)"
         older = text(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND backend_xmin IS NOT NULL AND age(backend_xmin) >= age(CAST(CAST(:xid AS TEXT) AS xid))"
+            "SELECT 'pid ' || pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+            "AND pid NOT IN (SELECT pid FROM pg_stat_progress_vacuum) "
+            f"AND ((backend_xmin IS NOT NULL AND age(backend_xmin) >= age({xid})) "
+            f"OR (backend_xid IS NOT NULL AND age(backend_xid) >= age({xid}))) "
+            "UNION ALL SELECT 'prepared transaction ' || gid FROM pg_prepared_xacts "
+            f"WHERE database = current_database() AND age(transaction) >= age({xid}) "
+            "UNION ALL SELECT 'replication slot ' || slot_name FROM pg_replication_slots "
+            f"WHERE (xmin IS NOT NULL AND age(xmin) >= age({xid})) "
+            f"OR (catalog_xmin IS NOT NULL AND age(catalog_xmin) >= age({xid}))"
         )
-        while pids := list(autocommit.execute(older, {"xid": now_xid % (1 << 32)}).scalars()):
+        while holders := list(autocommit.execute(older, {"xid": now_xid % (1 << 32)}).scalars()):
             if time.monotonic() >= deadline:
                 raise CompactionError(
-                    f"sessions that started before the erasure are still open (pid {', '.join(map(str, pids))}), "
+                    f"sessions that started before the erasure are still open ({', '.join(holders)}), "
                     "so the old rows cannot be dropped yet; run the same `tracker audit erase` again once "
                     "they have finished"
                 )

@@ -35,7 +35,7 @@ from tracker.events import LOG_PURGED, source_json
 from tracker.projection import ProjectionDelta, RunState
 from tracker.signing import SigningKey, sign_document
 from tracker.snapshots import round_time
-from tracker.store.audit import archived_states_digest, verify_chain
+from tracker.store.audit import archived_states_digest, erased_before_purge, verify_chain
 from tracker.store.background import ConnectionWorker
 from tracker.store.checkpoints import FORMAT as CHECKPOINT_FORMAT
 from tracker.store.checkpoints import log_id, require_genuine_purge, utc_text
@@ -114,6 +114,7 @@ def purge(
         engine, archive_path, ExportSelection(from_seq=start + 1, to_seq=through), "jsonl", now, key=key
     )
     wrote_checkpoint = False
+    signed: str | None = None  # this purge's checkpoint signature, once made
     try:
         if archive.result.events != through - start or not archive.result.contiguous:
             raise AuditError(f"the archive of seq {start + 1}..{through} is incomplete; nothing was purged")
@@ -136,9 +137,11 @@ def purge(
                     "purge": True,
                     "archived_runs": runs,
                     "archived_states_sha256": archived_states_digest(connection),
+                    "erased_before_sha256": erased_before_purge(connection, through),
                 },
                 key,
             )
+            signed = checkpoint["signature"]
             record = {
                 "through_seq": through,
                 "through_hash": through_hash,
@@ -172,11 +175,26 @@ def purge(
             _write_new_json(checkpoint_path, checkpoint)  # last: a failure here rolls the purge back
             wrote_checkpoint = True
     except BaseException:
-        # Nothing was purged: the archive of a range still in the log would only mislead.
-        for path in (archive.export, archive.manifest, *([checkpoint_path] if wrote_checkpoint else [])):
-            path.unlink(missing_ok=True)
+        # Nothing was purged: the archive of a range still in the log would only mislead. Unless the
+        # commit itself went through (the error came after it): then the archive is all there is.
+        if signed is None or not _purge_recorded(engine, through, signed):
+            for path in (archive.export, archive.manifest, *([checkpoint_path] if wrote_checkpoint else [])):
+                path.unlink(missing_ok=True)
         raise
     return PurgeResult(start + 1, through, through_hash, through - start, runs, archive, checkpoint_path, checkpoint)
+
+
+def _purge_recorded(engine: Engine, through: int, signature: str) -> bool:
+    """Whether this very purge (its checkpoint's ``signature``) is recorded; True too when that cannot be
+    read, so that the files are kept."""
+    try:
+        with engine.connect() as connection:
+            found = connection.execute(
+                text("SELECT CAST(record AS TEXT) FROM ledger_purges WHERE through_seq = :seq"), {"seq": through}
+            ).scalar()
+    except Exception:
+        return True
+    return found is not None and signature in found
 
 
 def _log_start(connection: Connection) -> tuple[int, int | None]:
