@@ -193,7 +193,7 @@ MISSING_KEYS = {
     ),
     "verify_checkpoint_without_a_public_key": (
         ["audit", "verify", "--checkpoint", "{tmp}/head.json"],
-        f"a public key is needed: give its path with the option or in ${PUBLIC_KEY_ENV}",
+        f"--checkpoint needs the public key: give --public-key or set ${PUBLIC_KEY_ENV}",
     ),
     "verify_with_a_public_key_file_that_is_not_there": (
         ["audit", "verify", "--checkpoint", "{tmp}/head.json", "--public-key", "{tmp}/nowhere.pub"],

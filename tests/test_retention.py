@@ -286,3 +286,26 @@ def test_the_minimum_age_must_be_a_number_of_days(ledger: Engine, key: SigningKe
     for bad in (float("nan"), float("inf"), -1.0):
         with pytest.raises(AuditError, match="the minimum age must be a number of days"):
             purge(ledger, key, lambda: NOW, before=OLD + 1, min_age_days=bad, archive_path=tmp_path / "x.jsonl")
+
+
+def test_a_rotated_key_keeps_the_log_checkable(ledger: Engine, key: SigningKey, tmp_path: Path) -> None:
+    """The purge was signed with the old key; checkpoints and a second purge signed with the new one
+    trust the old key for it; verify trusts both."""
+    from tracker.signing import generate_key, load_signing_key, load_verify_keys
+
+    _purge(ledger, key, tmp_path)
+    generate_key(tmp_path / "new.key")
+    new = load_signing_key(tmp_path / "new.key")
+    with pytest.raises(AuditError, match="refusing to sign a checkpoint"):
+        make_checkpoint(ledger, new, lambda: NOW)  # the old key is not trusted: its purge looks forged
+    old = load_verify_keys([tmp_path / "audit.key.pub"])
+    checkpoint = make_checkpoint(ledger, new, lambda: NOW, trusted=old)
+    (tmp_path / "cp.json").write_text(json.dumps(checkpoint))
+    runner = CliRunner()
+    both = ["--public-key", str(tmp_path / "audit.key.pub"), "--public-key", str(tmp_path / "new.key.pub")]
+    url = ["--database-url", str(ledger.url.render_as_string(hide_password=False))]
+    result = runner.invoke(cli, [*url, "audit", "verify", "--checkpoint", str(tmp_path / "cp.json"), *both])
+    assert result.exit_code == 0, result.output
+    only_new = runner.invoke(cli, [*url, "audit", "verify", "--public-key", str(tmp_path / "new.key.pub")])
+    assert only_new.exit_code == 1
+    assert "not by the trusted key" in only_new.stderr

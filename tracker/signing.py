@@ -18,7 +18,7 @@ import base64
 import binascii
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,13 +144,19 @@ def sign_document(document: Mapping[str, Any], key: SigningKey) -> dict[str, Any
     return {**unsigned, "signature": base64.b64encode(signature).decode("ascii")}
 
 
-def verify_document(document: Mapping[str, Any], key: VerifyKey, what: str = "document") -> None:
-    """Raise :class:`SigningError` naming ``what`` unless ``document`` carries a good signature by ``key``."""
+def verify_document(document: Mapping[str, Any], keys: Trusted, what: str = "document") -> None:
+    """Raise :class:`SigningError` naming ``what`` unless ``document`` carries a good signature by one of
+    the trusted ``keys`` (the one its ``key_id`` names)."""
+    trusted = as_keys(keys)
     signature = document.get("signature")
     if not isinstance(signature, str):
         raise SigningError(f"{what}: not signed (no signature)")
-    if document.get("key_id") != key.key_id:
-        raise SigningError(f"{what}: signed by key {document.get('key_id')!r}, not by the trusted key {key.key_id}")
+    key = next((candidate for candidate in trusted if candidate.key_id == document.get("key_id")), None)
+    if key is None:
+        plural = "s" if len(trusted) > 1 else ""
+        raise SigningError(
+            f"{what}: signed by key {document.get('key_id')!r}, not by the trusted key{plural} {key_ids(trusted)}"
+        )
     try:
         raw = base64.b64decode(signature, validate=True)
     except (binascii.Error, ValueError):
@@ -159,3 +165,23 @@ def verify_document(document: Mapping[str, Any], key: VerifyKey, what: str = "do
         key.key.verify(raw, signed_bytes(document))
     except InvalidSignature:
         raise SigningError(f"{what}: bad signature (the document was changed after signing, or forged)") from None
+
+
+# One trusted key, or several (the current one and those it replaced: key rotation).
+Trusted = VerifyKey | Sequence[VerifyKey]
+
+
+def as_keys(keys: Trusted) -> list[VerifyKey]:
+    return [keys] if isinstance(keys, VerifyKey) else list(keys)
+
+
+def key_ids(keys: Trusted) -> str:
+    return ", ".join(key.key_id for key in as_keys(keys))
+
+
+def load_verify_keys(paths: Sequence[str | Path]) -> list[VerifyKey]:
+    """The public keys at ``paths``, or at the paths $TRACKER_PUBLIC_KEY lists (separated by ``:``) when
+    none is given; an empty list when neither names one."""
+    if not paths:
+        paths = [path for path in os.environ.get(PUBLIC_KEY_ENV, "").split(os.pathsep) if path]
+    return [load_verify_key(path) for path in paths]

@@ -12,7 +12,8 @@ import click
 
 from tracker.cli.base import Context, cli, format_option, time_value
 from tracker.cli.render import emit_json
-from tracker.signing import KEY_ENV, PUBLIC_KEY_ENV, generate_key, load_signing_key, load_verify_key
+from tracker.errors import AuditError
+from tracker.signing import KEY_ENV, PUBLIC_KEY_ENV, VerifyKey, generate_key, load_signing_key, load_verify_keys
 from tracker.store.audit import ChainReport, verify_chain
 from tracker.store.checkpoints import (
     CheckpointResult,
@@ -37,10 +38,31 @@ key_option = click.option(
 )
 public_key_option = click.option(
     "--public-key",
-    "public_key_path",
+    "public_key_paths",
+    multiple=True,
     type=click.Path(dir_okay=False),
-    help=f"The trusted public key (.pub) checkpoints must be signed with; default ${PUBLIC_KEY_ENV}.",
+    help=f"A trusted public key (.pub); repeat it for the keys a rotated key replaced. Default: the "
+    f"paths in ${PUBLIC_KEY_ENV} (separated by :).",
 )
+trusted_key_option = click.option(
+    "--trusted-key",
+    "trusted_key_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help=f"An earlier (rotated) public key whose signatures on purges and checkpoints to accept; "
+    f"repeatable. Default: the paths in ${PUBLIC_KEY_ENV}.",
+)
+
+
+def _trusted(paths: tuple[str, ...]) -> list[VerifyKey]:
+    return load_verify_keys(paths)
+
+
+def _required_keys(paths: tuple[str, ...]) -> list[VerifyKey]:
+    keys = load_verify_keys(paths)
+    if not keys:
+        raise AuditError(f"a public key is needed: give --public-key or set ${PUBLIC_KEY_ENV}")
+    return keys
 
 
 @audit.command("verify")
@@ -56,15 +78,21 @@ public_key_option = click.option(
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.pass_obj
 def audit_verify(
-    obj: Context, checkpoint_paths: tuple[str, ...], public_key_path: str | None, output_format: str, as_json: bool
+    obj: Context,
+    checkpoint_paths: tuple[str, ...],
+    public_key_paths: tuple[str, ...],
+    output_format: str,
+    as_json: bool,
 ) -> None:
     """Recompute the hash chain; exit 1 naming the first bad seq if anything was tampered with.
 
     With --checkpoint, also exit 1 when the log no longer extends a signed checkpoint: its tail was cut,
     or the chain was rewritten and rehashed.
     """
-    wanted = checkpoint_paths or public_key_path or os.environ.get(PUBLIC_KEY_ENV)
-    key = load_verify_key(public_key_path) if wanted else None
+    found = load_verify_keys(public_key_paths)
+    if checkpoint_paths and not found:
+        raise AuditError(f"--checkpoint needs the public key: give --public-key or set ${PUBLIC_KEY_ENV}")
+    key = found or None
     checkpoints = [(path, read_checkpoint(path)) for path in checkpoint_paths]
     report = verify_chain(obj.engine)
     results = check_checkpoints(obj.engine, report, checkpoints, key) if key is not None else []
@@ -146,8 +174,16 @@ def audit_keygen(path: str) -> None:
     help="A previous checkpoint signed by the same key: verify only the events after it.",
 )
 @click.option("--merkle", is_flag=True, help="Also sign the RFC 6962 Merkle root of the log (audit prove).")
+@trusted_key_option
 @click.pass_obj
-def audit_checkpoint(obj: Context, key_path: str | None, out_path: str, since_path: str | None, merkle: bool) -> None:
+def audit_checkpoint(
+    obj: Context,
+    key_path: str | None,
+    out_path: str,
+    since_path: str | None,
+    merkle: bool,
+    trusted_key_paths: tuple[str, ...],
+) -> None:
     """Verify the chain and sign its head (seq, hash, time, event count) with an Ed25519 key.
 
     Store the output somewhere the database's operators cannot rewrite (docs/audit.md); `audit verify
@@ -155,7 +191,8 @@ def audit_checkpoint(obj: Context, key_path: str | None, out_path: str, since_pa
     """
     key = load_signing_key(key_path)
     since = read_checkpoint(since_path) if since_path else None
-    document = make_checkpoint(obj.engine, key, time.time, since=since, merkle=merkle)
+    trusted = _trusted(trusted_key_paths)
+    document = make_checkpoint(obj.engine, key, time.time, since=since, merkle=merkle, trusted=trusted)
     if out_path == "-":
         emit_json(document)
         return
@@ -250,6 +287,7 @@ def audit_erase(
     help="Refuse to purge anything younger (default $TRACKER_RETENTION_MIN_AGE_DAYS, else 183: six months).",
 )
 @key_option
+@trusted_key_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_obj
 def audit_purge(
@@ -260,6 +298,7 @@ def audit_purge(
     min_age_days: float | None,
     key_path: str | None,
     as_json: bool,
+    trusted_key_paths: tuple[str, ...],
 ) -> None:
     """Remove old events from the start of the log, after archiving them (retention).
 
@@ -277,6 +316,7 @@ def audit_purge(
         min_age_days=configured_min_age_days(min_age_days),
         archive_path=Path(archive_path),
         checkpoint_path=Path(checkpoint_path) if checkpoint_path else None,
+        trusted=_trusted(trusted_key_paths),
     )
     summary = {
         "first_seq": result.first_seq,
@@ -336,7 +376,7 @@ def audit_prove_consistency(obj: Context, old_size: int, new_size: int | None) -
     help="Signed --merkle checkpoint(s) whose root(s) the proof must reach (repeatable).",
 )
 @public_key_option
-def audit_check_proof(proof_path: str, checkpoint_paths: tuple[str, ...], public_key_path: str | None) -> None:
+def audit_check_proof(proof_path: str, checkpoint_paths: tuple[str, ...], public_key_paths: tuple[str, ...]) -> None:
     """Check a proof from `audit prove` against signed checkpoints; needs no database.
 
     An inclusion proof needs the checkpoint of its tree size; a consistency proof the checkpoints of both
@@ -344,7 +384,7 @@ def audit_check_proof(proof_path: str, checkpoint_paths: tuple[str, ...], public
     """
     from tracker.store.checkpoints import check_proof
 
-    key = load_verify_key(public_key_path)
+    key = _required_keys(public_key_paths)
     checkpoints = [(path, read_checkpoint(path)) for path in checkpoint_paths]
     verdict = check_proof(_read_json(proof_path), checkpoints, key)
     click.echo(verdict)

@@ -20,7 +20,7 @@ ensure_ascii=False)`` writes: an auditor can check it with the ``openssl`` comma
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +30,7 @@ from sqlalchemy import Engine, text
 
 from tracker.errors import AuditError
 from tracker.events import GENESIS_HASH, PAYLOAD_ERASED
-from tracker.signing import SigningError, SigningKey, VerifyKey, sign_document, verify_document
+from tracker.signing import SigningError, SigningKey, Trusted, VerifyKey, key_ids, sign_document, verify_document
 from tracker.store.audit import ChainReport, latest_purge, purge_anchor, verify_chain
 
 FORMAT = "tracker.checkpoint/1"
@@ -62,12 +62,13 @@ def make_checkpoint(
     now: Callable[[], float],
     since: Mapping[str, Any] | None = None,
     merkle: bool = False,
+    trusted: Sequence[VerifyKey] = (),
 ) -> dict[str, Any]:
     """Verify the chain (from genesis or the purge point, or only after the trusted checkpoint ``since``)
     and sign its head. Refuses to sign a broken chain."""
     anchor = None
     if since is not None:
-        verify_document(since, key.public, "the --since checkpoint")
+        verify_document(since, [key.public, *trusted], "the --since checkpoint")
         anchor = (int(since["seq"]), str(since["head_hash"]))
         found = latest_purge(engine)
         purged = purge_anchor(found[1]) if found is not None else None
@@ -81,7 +82,7 @@ def make_checkpoint(
     report = verify_chain(engine, since=anchor, outside=False if since is not None else None)
     if not report.ok:
         raise AuditError(f"{report.first_problem()}; refusing to sign a checkpoint")
-    require_genuine_purge(report, key.public, "sign a checkpoint")
+    require_genuine_purge(report, [key.public, *trusted], "sign a checkpoint")
     if report.head_seq == 0:
         raise AuditError("the log is empty; there is nothing to checkpoint")
     moment = now()
@@ -153,7 +154,7 @@ class CheckpointResult:
 
 
 def check_checkpoints(
-    engine: Engine, report: ChainReport, checkpoints: list[tuple[str, dict[str, Any]]], key: VerifyKey
+    engine: Engine, report: ChainReport, checkpoints: list[tuple[str, dict[str, Any]]], key: Trusted
 ) -> list[CheckpointResult]:
     """Whether the log (already verified into ``report``) extends each signed checkpoint."""
     results = []
@@ -220,7 +221,7 @@ def _hashes_at(engine: Engine, seq: int) -> list[str]:
         return [str(row[0]) for row in rows]
 
 
-def require_genuine_purge(report: ChainReport, key: VerifyKey, what: str) -> None:
+def require_genuine_purge(report: ChainReport, key: Trusted, what: str) -> None:
     """Raise unless the purge the log starts after (if any) carries a genuine purge checkpoint by ``key``:
     signing or purging on top of a forged purge would launder it."""
     result = check_purge(report, key)
@@ -228,7 +229,7 @@ def require_genuine_purge(report: ChainReport, key: VerifyKey, what: str) -> Non
         raise AuditError(f"the log starts after a purge that does not hold ({result.detail}); refusing to {what}")
 
 
-def check_purge(report: ChainReport, key: VerifyKey | None) -> CheckpointResult | None:
+def check_purge(report: ChainReport, key: Trusted | None) -> CheckpointResult | None:
     """The purge the log starts after: its checkpoint must be signed by ``key`` and be the chain's anchor.
 
     Without a key the purge cannot be told from a forged one (anyone who can write the database could
@@ -258,7 +259,7 @@ def check_purge(report: ChainReport, key: VerifyKey | None) -> CheckpointResult 
     )
 
 
-def check_proof(proof: Mapping[str, Any], checkpoints: list[tuple[str, dict[str, Any]]], key: VerifyKey) -> str:
+def check_proof(proof: Mapping[str, Any], checkpoints: list[tuple[str, dict[str, Any]]], key: Trusted) -> str:
     """Check a Merkle proof (``audit prove``) against the roots of signed ``--merkle`` checkpoints.
 
     Returns what was proven; raises :class:`AuditError` when a checkpoint is not genuine, a needed root is
@@ -292,10 +293,10 @@ def check_proof(proof: Mapping[str, Any], checkpoints: list[tuple[str, dict[str,
         raise AuditError(f"not a proof: {exc}") from None
     if not held:
         raise AuditError("the proof does not hold against the signed checkpoint(s)")
-    return f"ok: {what}, as signed by {key.key_id}"
+    return f"ok: {what}, as signed by {key_ids(key)}"
 
 
-def check_erasures(engine: Engine, key: VerifyKey) -> CheckpointResult | None:
+def check_erasures(engine: Engine, key: Trusted) -> CheckpointResult | None:
     """Every ``payload_erased`` event in the log must hold an erasure record signed by ``key`` for its own
     run: the chain proves the event was appended, the signature who decided the erasure."""
     problems: list[str] = []
@@ -319,4 +320,4 @@ def check_erasures(engine: Engine, key: VerifyKey) -> CheckpointResult | None:
         return None
     if problems:
         return CheckpointResult("erasure records", 0, "failed", f"{problems[0]} ({len(problems)} of {count} bad)")
-    return CheckpointResult("erasure records", 0, "ok", f"{count} erasure records signed by {key.key_id}")
+    return CheckpointResult("erasure records", 0, "ok", f"{count} erasure records signed by {key_ids(key)}")

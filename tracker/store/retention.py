@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select, text
 from tracker.errors import AuditError
 from tracker.events import LOG_PURGED, source_json
 from tracker.projection import ProjectionDelta, RunState
-from tracker.signing import SigningKey, sign_document
+from tracker.signing import SigningKey, VerifyKey, sign_document
 from tracker.snapshots import round_time
 from tracker.store.audit import archived_states_digest, erased_before_purge, verify_chain
 from tracker.store.background import ConnectionWorker
@@ -86,6 +86,7 @@ def purge(
     min_age_days: float,
     archive_path: Path,
     checkpoint_path: Path | None = None,
+    trusted: Sequence[VerifyKey] = (),
 ) -> PurgeResult:
     """Purge the events recorded before ``before`` from the start of the log (see the module docstring)."""
     if not math.isfinite(min_age_days) or min_age_days < 0:
@@ -101,7 +102,7 @@ def purge(
     report = verify_chain(engine)
     if not report.ok:
         raise AuditError(f"{report.first_problem()}; refusing to purge")
-    require_genuine_purge(report, key.public, "purge")
+    require_genuine_purge(report, [key.public, *trusted], "purge")
     start = report.anchor[0]
     through = _purge_point(engine, start, before, report.head_seq)
     if through <= start:
