@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +22,7 @@ from tracker.store.checkpoints import (
     check_purge,
     make_checkpoint,
     read_checkpoint,
+    write_new_checkpoint,
 )
 
 
@@ -52,10 +53,6 @@ trusted_key_option = click.option(
     help=f"An earlier (rotated) public key whose signatures on purges and checkpoints to accept; "
     f"repeatable. Default: the paths in ${PUBLIC_KEY_ENV}.",
 )
-
-
-def _trusted(paths: tuple[str, ...]) -> list[VerifyKey]:
-    return load_verify_keys(paths)
 
 
 def _required_keys(paths: tuple[str, ...]) -> list[VerifyKey]:
@@ -191,26 +188,16 @@ def audit_checkpoint(
     """
     key = load_signing_key(key_path)
     since = read_checkpoint(since_path) if since_path else None
-    trusted = _trusted(trusted_key_paths)
+    trusted = load_verify_keys(trusted_key_paths)
     document = make_checkpoint(obj.engine, key, time.time, since=since, merkle=merkle, trusted=trusted)
     if out_path == "-":
         emit_json(document)
         return
-    _write_new(Path(out_path), document)
-    click.echo(f"checkpoint of seq {document['seq']} written to {out_path}", err=True)
-
-
-def _write_new(path: Path, document: dict[str, Any]) -> None:
-    """Write ``document`` as JSON to a new file; never over an existing one (a checkpoint is evidence)."""
-    import json
-
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        message = f"{path} already exists; checkpoints are never overwritten"
-        raise click.BadParameter(message, param_hint="--out") from None
-    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-        out.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        write_new_checkpoint(Path(out_path), document)
+    except AuditError as exc:  # an existing file: a usage error, like every other option's
+        raise click.BadParameter(str(exc), param_hint="--out") from None
+    click.echo(f"checkpoint of seq {document['seq']} written to {out_path}", err=True)
 
 
 @audit.command("erase")
@@ -316,7 +303,7 @@ def audit_purge(
         min_age_days=configured_min_age_days(min_age_days),
         archive_path=Path(archive_path),
         checkpoint_path=Path(checkpoint_path) if checkpoint_path else None,
-        trusted=_trusted(trusted_key_paths),
+        trusted=load_verify_keys(trusted_key_paths),
     )
     summary = {
         "first_seq": result.first_seq,
@@ -391,10 +378,6 @@ def audit_check_proof(proof_path: str, checkpoint_paths: tuple[str, ...], public
 
 
 def _read_json(path: str) -> dict[str, Any]:
-    import json
-
-    from tracker.errors import AuditError
-
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -91,11 +91,11 @@ def verify_chain(
     most 4) contiguous ``seq`` ranges at once, each in its own process; the links between the ranges
     are checked here, so the report is the one a single pass would give.
     """
-    report, _ = _verify_once(engine, processes, since, outside)
+    report = _verify_once(engine, processes, since, outside)
     # A purge or an erasure that committed while the log was read (in several statements, several
     # connections) would look like tampering: read again once if either moved.
     if _audit_state(engine) != report.state:
-        report, _ = _verify_once(engine, processes, since, outside)
+        report = _verify_once(engine, processes, since, outside)
     return report
 
 
@@ -114,18 +114,14 @@ def _audit_state(engine: Engine) -> tuple[Any, ...]:
 
 def _verify_once(
     engine: Engine, processes: int | None, since: tuple[int, str] | None, outside: bool | None
-) -> tuple[ChainReport, tuple[int, dict[str, Any]] | None]:
+) -> ChainReport:
     state = _audit_state(engine)
     if processes is None:
         processes = min(os.cpu_count() or 1, 4)
     found = latest_purge(engine)
-    purge = found[1] if found is not None else None
-    anchor = (0, GENESIS_HASH)
-    malformed = found is not None and purge_anchor(found[1]) is None
-    if found is not None and not malformed:
-        anchor = purge_anchor(found[1]) or anchor
-    if since is not None:
-        anchor = since
+    purged = purge_anchor(found[1]) if found is not None else None
+    malformed = found is not None and purged is None
+    anchor = since or purged or (0, GENESIS_HASH)
     bounds = _ranges(engine, processes, anchor[0])
     with fewer_gc_passes():
         if len(bounds) == 1:
@@ -136,7 +132,7 @@ def _verify_once(
             with ThreadPoolExecutor(len(bounds)) as threads:
                 segments = threads.map(lambda bound: _run_worker(url, *bound), _with_anchor(bounds, anchor))
                 report = _merge(list(segments))
-    report.anchor, report.purge = anchor, None if malformed else purge
+    report.anchor, report.purge = anchor, found[1] if found is not None and not malformed else None
     if report.events == 0:
         report.head_seq, report.head_hash = anchor
     if found is not None and malformed:
@@ -146,7 +142,7 @@ def _verify_once(
     if outside if outside is not None else since is None:
         _check_payloads(engine, report)
     report.state = state
-    return report, found
+    return report
 
 
 def latest_purge(engine: Engine) -> tuple[int, dict[str, Any]] | None:

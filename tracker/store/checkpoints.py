@@ -20,6 +20,7 @@ ensure_ascii=False)`` writes: an auditor can check it with the ``openssl`` comma
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -91,10 +92,9 @@ def make_checkpoint(
         "log_id": log_id(engine, report.purge),
         "seq": report.head_seq,
         "head_hash": report.head_hash,
-        "events": _event_count(engine),
-        "first_seq": _first_seq(engine),
         "time": utc_text(moment),
     }
+    document["events"], document["first_seq"] = _extent(engine)
     if merkle:
         from tracker.store.merkle_log import tree_root
 
@@ -109,14 +109,11 @@ def make_checkpoint(
     return sign_document(document, key)
 
 
-def _event_count(engine: Engine) -> int:
+def _extent(engine: Engine) -> tuple[int, int]:
+    """(events in the log, the first seq it holds; 0 when empty)."""
     with engine.connect() as connection:
-        return int(connection.execute(text("SELECT count(*) FROM run_events")).scalar_one())
-
-
-def _first_seq(engine: Engine) -> int:
-    with engine.connect() as connection:
-        return int(connection.execute(text("SELECT coalesce(min(seq), 0) FROM run_events")).scalar_one())
+        count, first = connection.execute(text("SELECT count(*), coalesce(min(seq), 0) FROM run_events")).one()
+    return int(count), int(first)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -227,6 +224,16 @@ def require_genuine_purge(report: ChainReport, key: Trusted, what: str) -> None:
     result = check_purge(report, key)
     if result is not None and not result.ok:
         raise AuditError(f"the log starts after a purge that does not hold ({result.detail}); refusing to {what}")
+
+
+def write_new_checkpoint(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` as JSON to a new file; never over an existing one (a checkpoint is evidence)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise AuditError(f"{path} already exists; checkpoints are never overwritten") from None
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
 def check_purge(report: ChainReport, key: Trusted | None) -> CheckpointResult | None:

@@ -20,7 +20,6 @@ older than the purge are reported as archived (they can be checked against the a
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, text
+from sqlalchemy import Connection, Engine, delete, insert, text
 
 from tracker.errors import AuditError
 from tracker.events import LOG_PURGED, source_json
@@ -38,7 +37,7 @@ from tracker.snapshots import round_time
 from tracker.store.audit import archived_states_digest, erased_before_purge, verify_chain
 from tracker.store.background import ConnectionWorker
 from tracker.store.checkpoints import FORMAT as CHECKPOINT_FORMAT
-from tracker.store.checkpoints import log_id, require_genuine_purge, utc_text
+from tracker.store.checkpoints import log_id, require_genuine_purge, utc_text, write_new_checkpoint
 from tracker.store.engine import begin_write, require_privileges
 from tracker.store.export import ExportFiles, ExportSelection, export_to_files
 from tracker.store.ledger import append_ledger_event
@@ -173,7 +172,7 @@ def purge(
             source = source_json({"audit": "purge"})
             append_ledger_event(connection, LOG_PURGED, record, recorded_at, recorded_at, source)
             rebuild_in(connection)
-            _write_new_json(checkpoint_path, checkpoint)  # last: a failure here rolls the purge back
+            write_new_checkpoint(checkpoint_path, checkpoint)  # last: a failure here rolls the purge back
             wrote_checkpoint = True
     except BaseException:
         # Nothing was purged: the archive of a range still in the log would only mislead. Unless the
@@ -243,20 +242,3 @@ def _store_archived(connection: Connection, states: list[RunState], through: int
             for state in states
         ],
     )
-
-
-def purges(engine: Engine) -> list[dict[str, Any]]:
-    """Every recorded purge, oldest first."""
-    with engine.connect() as connection:
-        rows = connection.execute(select(ledger_purges.c.record).order_by(ledger_purges.c.through_seq)).scalars()
-        return [dict(row) for row in rows]
-
-
-def _write_new_json(path: Path, document: dict[str, Any]) -> None:
-
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        raise AuditError(f"{path} already exists; checkpoints are never overwritten") from None
-    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-        out.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
