@@ -49,12 +49,13 @@ from benchmarks.common import (
     RssSampler,
     StackSampler,
     Stopwatch,
+    add_phase_arguments,
     code_version,
     current_rss_mb,
-    emit,
     libpq_url,
     log,
     machine_info,
+    main_of,
     parse_backends,
     phase_result,
     run_module_phase,
@@ -897,17 +898,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="only cProfile the ingest phase and print hot spots")
     parser.add_argument("--output", help="results file (default benchmarks/results/<timestamp>.json)")
     parser.add_argument("--tmp", help="directory for the temporary files (default: the system's)")
-    parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
-    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    add_phase_arguments(parser, PHASES)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.phase:
-        emit(PHASES[args.phase](json.loads(args.spec or "{}")))
-        return 0
-    return orchestrate(args)
+    return main_of(parse_args(argv), PHASES, orchestrate)
 
 
 if __name__ == "__main__":

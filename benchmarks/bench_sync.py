@@ -326,17 +326,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arrival-s", type=float, default=600.0, help="mean s between new runs per thread (0: none)")
     parser.add_argument("--seed", type=int, default=7, help="the world's seed")
     parser.add_argument("--output", help="results file (default benchmarks/results/sync-<timestamp>.json)")
-    parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
-    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    common.add_phase_arguments(parser, PHASES)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.phase:
-        common.emit(PHASES[args.phase](json.loads(args.spec or "{}")))
-        return 0
-    return orchestrate(args)
+    return common.main_of(parse_args(argv), PHASES, orchestrate)
 
 
 if __name__ == "__main__":

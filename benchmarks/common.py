@@ -8,6 +8,7 @@ and can time the database work alone, excluding the (cheap) reading of the file.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import itertools
 import json
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import metadata
@@ -246,6 +247,24 @@ def run_module_phase(module: str, name: str, spec: dict[str, Any]) -> dict[str, 
     result = emitted(process.stdout, f"phase {name}")
     result["subprocess_seconds"] = round(elapsed, 3)
     return result
+
+
+def add_phase_arguments(parser: argparse.ArgumentParser, phases: Mapping[str, Callable[..., Any]]) -> None:
+    """``--phase NAME --spec JSON``: how :func:`run_module_phase` asks a benchmark for one phase."""
+    parser.add_argument("--phase", choices=sorted(phases), help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+
+
+def main_of(
+    args: argparse.Namespace,
+    phases: Mapping[str, Callable[[dict[str, Any]], dict[str, Any]]],
+    orchestrate: Callable[[argparse.Namespace], int],
+) -> int:
+    """A benchmark's ``main``: one phase (in the subprocess the orchestrator started), or the orchestrator."""
+    if args.phase:
+        emit(phases[args.phase](json.loads(args.spec or "{}")))
+        return 0
+    return orchestrate(args)
 
 
 def emitted(stdout: str, what: str) -> dict[str, Any]:
