@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,6 +164,13 @@ def latest_purge(engine: Engine) -> tuple[int, dict[str, Any]] | None:
     return int(row[0]), data if isinstance(data, dict) else {}
 
 
+def purge_checkpoint_field(purge: Mapping[str, Any] | None, name: str) -> Any:
+    """Field ``name`` of the checkpoint a purge's data carries (None when there is no such field); only
+    as good as that checkpoint's signature (tracker.store.checkpoints.check_purge)."""
+    checkpoint = purge.get("checkpoint") if purge is not None else None
+    return checkpoint.get(name) if isinstance(checkpoint, dict) else None
+
+
 def purge_anchor(data: dict[str, Any]) -> tuple[int, str] | None:
     """(through_seq, through_hash) of a purge's data, or None when they are not there as they must be."""
     through_seq, through_hash = data.get("through_seq"), data.get("through_hash")
@@ -191,12 +198,10 @@ def _check_purge_records(engine: Engine, report: ChainReport, purge_seq: int) ->
                 f"ledger_purges records a purge through seq {recorded}, the chain "
                 + (f"one through seq {chained}" if chained is not None else "none"),
             )
-        checkpoint = report.purge.get("checkpoint") if report.purge is not None else None
-        signed = checkpoint.get("archived_states_sha256") if isinstance(checkpoint, dict) else None
         if report.purge is None:
             if connection.execute(sql_text("SELECT count(*) FROM archived_runs")).scalar_one():
                 report.outside.append("archived_runs holds run states, but the log was never purged")
-        elif archived_states_digest(connection) != signed:
+        elif archived_states_digest(connection) != purge_checkpoint_field(report.purge, "archived_states_sha256"):
             report.outside.append(
                 f"archived_runs differs from the states the purge (seq {purge_seq}) signed the digest of"
             )
@@ -241,10 +246,10 @@ def _check_payloads(engine: Engine, report: ChainReport) -> None:
                 problems.append(f"{where} is marked erased but still has a body")
             else:
                 erased_rows.append((run_id, digest, where))
-        named = erasures_in_log(connection)
+        # Reading the erasure events is a pass over run_events: only needed when something was erased.
+        named = erasures_in_log(connection) if erased_rows else set()
     uncovered = [(run_id, digest, where) for run_id, digest, where in erased_rows if (run_id, digest) not in named]
-    checkpoint = report.purge.get("checkpoint") if report.purge is not None else None
-    signed = checkpoint.get("erased_before_sha256") if isinstance(checkpoint, dict) else None
+    signed = purge_checkpoint_field(report.purge, "erased_before_sha256")
     if report.purge is None:
         problems += [f"{where} was erased without a payload_erased event" for _, _, where in uncovered]
     elif erased_pairs_digest((run, digest) for run, digest, _ in uncovered) != signed:

@@ -32,7 +32,7 @@ from sqlalchemy import Engine, text
 from tracker.errors import AuditError
 from tracker.events import GENESIS_HASH, PAYLOAD_ERASED
 from tracker.signing import SigningError, SigningKey, Trusted, VerifyKey, key_ids, sign_document, verify_document
-from tracker.store.audit import ChainReport, latest_purge, purge_anchor, verify_chain
+from tracker.store.audit import ChainReport, latest_purge, purge_anchor, purge_checkpoint_field, verify_chain
 
 FORMAT = "tracker.checkpoint/1"
 
@@ -49,8 +49,7 @@ def log_id(engine: Engine, purge: Mapping[str, Any] | None = None) -> str | None
     (:func:`check_purge`) before trusting it.
     """
     if purge is not None:
-        checkpoint = purge.get("checkpoint")
-        found = checkpoint.get("log_id") if isinstance(checkpoint, dict) else None
+        found = purge_checkpoint_field(purge, "log_id")
         return found if isinstance(found, str) else None
     with engine.connect() as connection:
         found = connection.execute(text("SELECT hash FROM run_events WHERE seq = 1")).scalar()
