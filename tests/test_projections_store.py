@@ -297,7 +297,7 @@ RUN_DURATIONS = [
     "run_id", "status", "queued_s", "in_progress_s", "requires_action_s", "cancelling_s", "total_s",
     "requires_action_count",
 ]  # fmt: skip
-ERROR_STATS = ["day", "model", "assistant_id", "status", "error_code", "runs"]
+ERROR_STATS = ["day", "model", "assistant_id", "status", "error_code", "runs", "kind"]
 
 
 def test_run_current_view(scenario: Engine) -> None:
@@ -436,9 +436,9 @@ def test_error_stats_view(scenario: Engine) -> None:
     # day is the UTC date of created_at: run A ends after midnight but was created on Dec 31; run C
     # was created at 00:00:00 exactly, which is already Jan 1.
     assert [tuple(row.values()) for row in rows] == [
-        ("2025-12-31", "gpt-4o", "asst_1", "completed", None, 1),
-        ("2026-01-01", "gpt-4o-mini", "asst_2", "failed", "server_error", 1),
-        ("2026-01-01", "gpt-4o", "asst_1", "queued", None, 1),
+        ("2025-12-31", "gpt-4o", "asst_1", "completed", None, 1, "thread.run"),
+        ("2026-01-01", "gpt-4o-mini", "asst_2", "failed", "server_error", 1, "thread.run"),
+        ("2026-01-01", "gpt-4o", "asst_1", "queued", None, 1, "thread.run"),
     ]
     assert all(type(row["day"]) is str and type(row["runs"]) is int for row in rows)
 
@@ -450,6 +450,10 @@ def test_views_equal_after_a_rebuild(scenario: Engine) -> None:
         "run_status_intervals": "run_id, entered_at",
         "run_durations": "run_id",
         "error_stats": "day, status",
+        "object_current": "object_id",
+        "object_transitions": "seq",
+        "object_status_intervals": "object_id, entered_at",
+        "object_durations": "object_id, status",
     }
     before = {name: _view(scenario, name, order) for name, order in views.items()}
     projections.rebuild(scenario)

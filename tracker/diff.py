@@ -139,7 +139,7 @@ class Signal:
 
     kind: str
     object_id: str
-    group_id: str
+    group_id: str | None
     event_type: str
     observed_at: float
     data: dict[str, Any]
@@ -292,13 +292,17 @@ def _enter(
 def _dating(lifecycle: Lifecycle, snapshot: Snapshot, previous_at: float, deadline: float | None) -> tuple[float, str]:
     """Rules 2-5: when the run entered the snapshot's status, and which field says so."""
     status = snapshot.status
-    if lifecycle.deadline is not None and status == lifecycle.deadline.status:
-        if deadline is not None and deadline <= snapshot.observed_at:
-            return deadline, lifecycle.deadline.field
-        return snapshot.observed_at, "observed_at"
     field_name = lifecycle.dated_by.get(status)
     value = snapshot.body.get(field_name) if field_name else None
     if field_name is None or not isinstance(value, int | float) or isinstance(value, bool):
+        # No field of its own dates the status: a deadline status falls back on the deadline it reached.
+        if (
+            lifecycle.deadline is not None
+            and status == lifecycle.deadline.status
+            and deadline is not None
+            and deadline <= snapshot.observed_at
+        ):
+            return deadline, lifecycle.deadline.field
         return snapshot.observed_at, "observed_at"
     if status in lifecycle.restartable and value < previous_at:
         # The field still carries an earlier entry's time: the API had not overwritten it yet.

@@ -70,7 +70,7 @@ class EventDraft(NamedTuple):
 
     kind: str
     run_id: str
-    thread_id: str
+    thread_id: str | None  # the object's group; None for kinds without one (batches, responses, ...)
     version: int
     event_type: str
     occurred_at: float
@@ -88,7 +88,7 @@ class Event(NamedTuple):
     seq: int
     kind: str
     run_id: str
-    thread_id: str
+    thread_id: str | None
     version: int
     event_type: str
     occurred_at: float
@@ -197,7 +197,7 @@ def body_json(
     seq: int,
     kind: str,
     run_id: str,
-    thread_id: str,
+    thread_id: str | None,
     version: int,
     event_type: str,
     occurred_at: float,
@@ -210,11 +210,12 @@ def body_json(
 
     Keys in sorted order; numbers as the encoder writes them (``str`` of an int, ``repr`` of a float).
     """
+    group = "null" if thread_id is None else _json_string(thread_id)
     return (
         f'{{"data":{data_json},"event_type":{_json_string(event_type)},"kind":{_json_string(kind)},'
         f'"observed_at":{json_time(observed_at)},"occurred_at":{json_time(occurred_at)},'
         f'"recorded_at":{json_time(recorded_at)},"run_id":{_json_string(run_id)},"seq":{int(seq)},'
-        f'"source":{source},"thread_id":{_json_string(thread_id)},"version":{int(version)}}}'
+        f'"source":{source},"thread_id":{group},"version":{int(version)}}}'
     )
 
 
@@ -288,7 +289,9 @@ def stored_body(
     """
     if type(seq) is not int or type(version) is not int:
         return None
-    if not all(isinstance(value, str) for value in (kind, run_id, thread_id, event_type, data_text, source_text)):
+    if not all(isinstance(value, str) for value in (kind, run_id, event_type, data_text, source_text)):
+        return None
+    if thread_id is not None and not isinstance(thread_id, str):
         return None
     times = []
     for value in (occurred_at, observed_at, recorded_at):

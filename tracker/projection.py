@@ -26,7 +26,7 @@ from tracker.events import (
     Event,
     fingerprint,
 )
-from tracker.lifecycle import Lifecycle, lifecycle_for
+from tracker.lifecycle import Lifecycle, lifecycle_for, read_path
 
 
 def _ms(value: float) -> float:
@@ -39,7 +39,7 @@ class RunState:
 
     kind: str
     run_id: str
-    thread_id: str
+    thread_id: str | None
     created_at: float
     version: int = 0
     status: str | None = None
@@ -219,33 +219,34 @@ def transition_row(event: Event) -> dict[str, Any]:
     }
 
 
-def _nested(fields: dict[str, Any], outer: str, inner: str) -> Any:
-    value = fields.get(outer)
-    return value.get(inner) if isinstance(value, dict) else None
+# The per-status seconds proj_runs keeps in columns (run_durations reads them); every kind's seconds per
+# status, in rows, come from the state's "durations" (the object_durations view).
+DURATION_COLUMNS = ("queued", "in_progress", "requires_action", "cancelling")
 
 
 def current_row(state: RunState) -> dict[str, Any]:
-    """The ``run_current`` / ``run_durations`` row of a run."""
+    """The ``proj_runs`` row of an object (read by ``run_current``, ``run_durations``, ``object_current``)."""
     lifecycle = lifecycle_for(state.kind)
     fields = state.fields
+    columns = lifecycle.columns
     terminal = state.status is not None and lifecycle.is_terminal(state.status)
     row: dict[str, Any] = {
         "run_id": state.run_id,
         "kind": state.kind,
         "thread_id": state.thread_id,
-        "assistant_id": _text(fields.get("assistant_id")),
-        "model": _text(fields.get("model")),
+        "assistant_id": _text(read_path(fields, columns.assistant_id)),
+        "model": _text(read_path(fields, columns.model)),
         "status": state.status,
         "is_terminal": terminal,
         "created_at": state.created_at,
         "started_at": state.first_started_at,
         "ended_at": state.ended_at,
-        "last_error_code": _text(_nested(fields, "last_error", "code")),
-        "last_error_message": _text(_nested(fields, "last_error", "message")),
-        "incomplete_reason": _text(_nested(fields, "incomplete_details", "reason")),
-        "prompt_tokens": _int(_nested(fields, "usage", "prompt_tokens")),
-        "completion_tokens": _int(_nested(fields, "usage", "completion_tokens")),
-        "total_tokens": _int(_nested(fields, "usage", "total_tokens")),
+        "last_error_code": _text(read_path(fields, columns.error_code)),
+        "last_error_message": _text(read_path(fields, columns.error_message)),
+        "incomplete_reason": _text(read_path(fields, columns.incomplete_reason)),
+        "prompt_tokens": _int(read_path(fields, columns.input_tokens)),
+        "completion_tokens": _int(read_path(fields, columns.output_tokens)),
+        "total_tokens": _int(read_path(fields, columns.total_tokens)),
         "event_count": state.event_count,
         "last_event_seq": state.last_event_seq,
         "total_s": _ms(state.ended_at - state.created_at) if state.ended_at is not None else None,
@@ -253,7 +254,7 @@ def current_row(state: RunState) -> dict[str, Any]:
         "state": state.to_json(),
         "archived": state.archived_through > 0,
     }
-    for status in lifecycle.duration_statuses:
+    for status in DURATION_COLUMNS:
         row[f"{status}_s"] = state.durations.get(status, 0.0)
     return row
 

@@ -52,11 +52,13 @@ _HASHED = re.compile(r"hmac-sha256:[0-9a-f]{64}")
 def _protected_fields() -> frozenset[str]:
     names = {"object"}  # tracker.snapshots reads it to choose the lifecycle
     for lifecycle in LIFECYCLES.values():
-        names |= {lifecycle.id_field, lifecycle.group_field, *lifecycle.required_fields, *lifecycle.time_fields}
+        names |= {lifecycle.id_field, *lifecycle.required_fields, *lifecycle.time_fields}
+        if lifecycle.group_field is not None:
+            names.add(lifecycle.group_field)
     return frozenset(names)
 
 
-# Every kind's: one policy applies to runs and run steps alike, with the same paths.
+# Every kind's: one policy applies to every kind alike (runs, steps, responses, ...), with the same paths.
 PROTECTED_FIELDS: Final = _protected_fields()
 
 

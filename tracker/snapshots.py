@@ -1,8 +1,11 @@
 """What the API returns, read leniently: one JSON Lines record -> snapshots, or a precise rejection.
 
-A record is a bare object (``"object": "thread.run"``), an envelope ``{"observed_at": ..., "run": {...}}``
-or a list page ``{"object": "list", "data": [...]}``. Only the fields the lifecycle needs are checked
-(``id``, ``thread_id``, ``status``, ``created_at`` and the timestamp fields that date statuses); every
+A record is a bare object (``"object"`` one of the kinds of :mod:`tracker.lifecycle`: ``thread.run`` (the
+default when ``object`` is absent), ``thread.run.step``, ``response``, ``batch``, ``fine_tuning.job``), an
+envelope ``{"observed_at": ..., "run": {...}}`` (any one key) or a list page ``{"object": "list", "data":
+[...]}``. Only the fields the lifecycle needs are checked (``id``, the group field (a run's
+``thread_id``; none for the newer kinds), ``status``, ``created_at`` and the timestamp fields that date
+statuses); every
 other field, known or not, is kept verbatim in :attr:`Snapshot.body`. Both the early-2024 run shape
 (``file_ids``, ``retrieval`` tools, no ``usage``) and the current one pass, because neither is pinned.
 
@@ -27,7 +30,7 @@ class Snapshot(NamedTuple):
 
     kind: str
     object_id: str
-    group_id: str
+    group_id: str | None  # None for kinds without a group (lifecycle.group_field None)
     status: str
     created_at: float
     observed_at: float
@@ -193,10 +196,14 @@ def to_snapshot(body: dict[str, Any], observed_at: float) -> Snapshot:
     if lifecycle is None:
         raise SnapshotError(f"field 'object': unsupported object kind {kind!r}")
     object_id = body.get(lifecycle.id_field)
-    group_id = body.get(lifecycle.group_field)
+    group_id = None if lifecycle.group_field is None else body.get(lifecycle.group_field)
     status = body.get("status")
     if not (
-        type(object_id) is str and object_id and type(group_id) is str and group_id and type(status) is str and status
+        type(object_id) is str
+        and object_id
+        and (lifecycle.group_field is None or (type(group_id) is str and group_id))
+        and type(status) is str
+        and status
     ):
         _explain(body, lifecycle)
     for name in lifecycle.required_fields:
@@ -229,9 +236,9 @@ def _explain(body: dict[str, Any], lifecycle: Lifecycle) -> NoReturn:
     for name in lifecycle.required_fields:
         if body.get(name) is None:
             raise SnapshotError(f"field '{name}': required, missing")
-    for name in (lifecycle.id_field, lifecycle.group_field, "status"):
-        if not isinstance(body[name], str) or not body[name]:
-            raise SnapshotError(f"field '{name}': expected a non-empty string, got {_type(body[name])}")
+    for text_field in (lifecycle.id_field, lifecycle.group_field, "status"):
+        if text_field is not None and (not isinstance(body.get(text_field), str) or not body[text_field]):
+            raise SnapshotError(f"field '{text_field}': expected a non-empty string, got {_type(body.get(text_field))}")
     for name in lifecycle.time_fields:
         value = body.get(name)
         if value is None and name != lifecycle.created_field:

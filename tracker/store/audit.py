@@ -542,7 +542,8 @@ def _body_sql(dialect: str) -> str:
         ("run_id", string.format(c="run_id")),
         ("seq", "CAST(seq AS TEXT)"),
         ("source", "CAST(source AS TEXT)" if dialect == "postgresql" else "source"),
-        ("thread_id", string.format(c="thread_id")),
+        # Null for kinds without a group (batches, responses, fine-tuning jobs).
+        ("thread_id", f"COALESCE({string.format(c='thread_id')}, 'null')"),
         ("version", "CAST(version AS TEXT)"),
     ]
     head_sql = "'{' || " + " || ',' || ".join(f"""'"{key}":' || {sql}""" for key, sql in head)

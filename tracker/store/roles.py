@@ -56,7 +56,17 @@ WRITER_TABLES: dict[str, tuple[str, ...]] = {
     "alembic_version": READ_ONLY,  # every command checks the schema revision; only the owner migrates
 }
 # The public views (docs/sql.md): the reader's whole world. The writer reads them too (`tracker stats`).
-VIEWS = ("run_current", "run_transitions", "run_status_intervals", "run_durations", "error_stats")
+VIEWS = (
+    "run_current",
+    "run_transitions",
+    "run_status_intervals",
+    "run_durations",
+    "error_stats",
+    "object_current",
+    "object_transitions",
+    "object_status_intervals",
+    "object_durations",
+)
 WRITER_SEQUENCES: dict[str, tuple[str, ...]] = {"sync_runs_id_seq": ("USAGE", "SELECT")}  # a new sync_runs id
 # The guards behind the append-only triggers; a trigger belongs to its table (and so to the owner).
 FUNCTIONS = ("run_events_refuse_change()", "ledger_purges_refuse_change()", "run_payloads_refuse_change()")

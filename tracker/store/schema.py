@@ -56,7 +56,7 @@ run_events = Table(
     Column("seq", Seq, primary_key=True, autoincrement=False),
     Column("kind", String(64), nullable=False),
     Column("run_id", Id, nullable=False),
-    Column("thread_id", Id, nullable=False),
+    Column("thread_id", Id),  # the object's group; null for kinds without one
     Column("version", Integer, nullable=False),
     Column("event_type", String(64), nullable=False),
     Column("occurred_at", Time, nullable=False),
@@ -96,7 +96,7 @@ proj_runs = Table(
     metadata,
     Column("run_id", Id, primary_key=True),
     Column("kind", String(64), nullable=False),
-    Column("thread_id", Id, nullable=False),
+    Column("thread_id", Id),  # the object's group; null for kinds without one
     Column("assistant_id", Id),
     Column("model", String(255)),
     Column("status", String(64), nullable=False),
@@ -134,7 +134,7 @@ proj_transitions = Table(
     Column("seq", Seq, primary_key=True, autoincrement=False),
     Column("kind", String(64), nullable=False),
     Column("run_id", Id, nullable=False),
-    Column("thread_id", Id, nullable=False),
+    Column("thread_id", Id),  # the object's group; null for kinds without one
     Column("from_status", String(64)),
     Column("to_status", String(64), nullable=False),
     Column("occurred_at", Time, nullable=False),
