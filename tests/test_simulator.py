@@ -15,14 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import jsonschema
 import openai
 import pytest
-import yaml
 from click.testing import CliRunner
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
+from tests.openapi import Schemas
 from tracker.cli import cli
 from tracker.simulator import Faults, ManualClock, SimulatedClock, SimulatorServer, Trigger, World
 from tracker.simulator.model import BadRequest, NotFound
@@ -44,38 +41,7 @@ ENDED_AT = {"completed": "completed_at", "failed": "failed_at", "cancelled": "ca
 # ---------------------------------------------------------------------------------------------------------------
 # The OpenAPI schemas (a trimmed copy of the official spec)
 
-SPEC = Path(__file__).resolve().parent / "data" / "openai-openapi-assistants.yaml"
-
-
-def _as_json_schema(node: Any) -> Any:
-    """The spec is OpenAPI 3.1 (JSON Schema 2020-12) but still says ``nullable: true``, also as
-    ``allOf: [{$ref}, {nullable: true}]``; JSON Schema spells that "or null"."""
-    if isinstance(node, list):
-        return [_as_json_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    node = dict(node)
-    nullable = node.pop("nullable", False)
-    if {"nullable": True} in node.get("allOf", []):
-        node["allOf"] = [part for part in node["allOf"] if part != {"nullable": True}]
-        nullable = True
-    node = {key: _as_json_schema(value) for key, value in node.items()}
-    return {"anyOf": [node, {"type": "null"}]} if nullable else node
-
-
-_SCHEMAS = _as_json_schema(yaml.safe_load(SPEC.read_text(encoding="utf-8"))["components"]["schemas"])
-_REGISTRY: Registry[Any] = Registry().with_resource(
-    "urn:openai", Resource.from_contents({"components": {"schemas": _SCHEMAS}}, default_specification=DRAFT202012)
-)
-_VALIDATORS: dict[str, jsonschema.Draft202012Validator] = {}
-
-
-def assert_valid(schema: str, instance: Any) -> None:
-    if schema not in _VALIDATORS:
-        root = {"$ref": f"urn:openai#/components/schemas/{schema}"}
-        _VALIDATORS[schema] = jsonschema.Draft202012Validator(root, registry=_REGISTRY)
-    error = jsonschema.exceptions.best_match(_VALIDATORS[schema].iter_errors(instance))
-    assert error is None, f"not a valid {schema}: {error.message} at {list(error.absolute_path)}"
+assert_valid = Schemas("openai-openapi-assistants.yaml").assert_valid
 
 
 def test_the_schema_check_rejects_what_the_api_would_not_send() -> None:

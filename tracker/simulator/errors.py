@@ -1,8 +1,9 @@
 """The simulated API's error answers; the HTTP edge turns each into its status and the OpenAI error body.
 
 ApiError            message and offending parameter, as in ``{"error": {"message", "param", ...}}``
-├── NotFound        no thread, run or step with that id (404)
-└── BadRequest      invalid parameters, or an action the run's status does not allow (400)
+├── NotFound        no object with that id, or one the API no longer keeps (404)
+├── Conflict        an action the object's status forbids, where the API answers 409 (cancelling an ended batch)
+└── BadRequest      invalid parameters, or an action the object's status does not allow (400)
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ class ApiError(Exception):
 
 
 class NotFound(ApiError):
-    """No thread, run or step with that id (HTTP 404)."""
+    """No object with that id, or one the API no longer keeps (HTTP 404)."""
+
+
+class Conflict(ApiError):
+    """The object's status forbids the action, and the API says so with HTTP 409."""
 
 
 class BadRequest(ApiError):
-    """The request is invalid, or not allowed in the run's current status (HTTP 400)."""
+    """The request is invalid, or not allowed in the object's current status (HTTP 400)."""

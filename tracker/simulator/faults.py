@@ -34,7 +34,7 @@ NEVER = Trigger()
 
 @dataclass(frozen=True)
 class Faults:
-    """Faults to inject. ``routes`` limits them to these route kinds (see ``server.ROUTES``); None means all.
+    """Faults to inject. ``routes`` limits them to these route kinds (see ``routes.ROUTES``); None means all.
 
     - ``rate_limit``: 429 with ``Retry-After: retry_after_s`` and/or ``retry-after-ms: retry_after_ms``
       (None leaves a header out; above 120 s the official SDK raises instead of waiting).

@@ -1,4 +1,5 @@
-"""The simulated Assistants API in memory: threads, runs and run steps, rendered as the API's JSON objects.
+"""The simulated API in memory: threads, runs and run steps, rendered as the API's JSON objects, and the
+other kinds a world holds (background responses, batches, fine-tuning jobs; see :mod:`tracker.simulator.collection`).
 
 A run's whole life is planned when it is created (:mod:`tracker.simulator.timeline`, seeded by the world's
 seed and the run's creation order); what any call returns is that plan read at the clock's current time, so
@@ -11,20 +12,32 @@ clock: time comes from the injected :class:`Clock` (:class:`SimulatedClock` runs
 from __future__ import annotations
 
 import bisect
-import heapq
+import functools
 import json
 import random
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from tracker.simulator.arrivals import Arrivals
+from tracker.simulator.batches import Batches
+from tracker.simulator.clocks import Clock, ManualClock, SimulatedClock
 from tracker.simulator.errors import ApiError, BadRequest, NotFound
-from tracker.simulator.params import check_paging, checked_metadata, checked_outputs, checked_tools, page
+from tracker.simulator.fine_tuning import FineTuningJobs
+from tracker.simulator.params import (
+    check_paging,
+    checked_metadata,
+    checked_outputs,
+    checked_tools,
+    page,
+    unknown_parameter,
+)
 from tracker.simulator.records import RunRecord, ThreadRecord, render_list, render_run, render_step, render_thread, ts
+from tracker.simulator.responses import DEFAULT_RETENTION_S, Responses
 from tracker.simulator.timeline import draw_plan, new_id
 
-__all__ = ["ApiError", "BadRequest", "Clock", "ManualClock", "NotFound", "SimulatedClock", "World"]
+__all__ = ["ApiError", "BadRequest", "Clock", "ManualClock", "NotFound", "PopulatedIds", "SimulatedClock", "World"]
 
 JSON = dict[str, Any]
 MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1")
@@ -63,54 +76,36 @@ RUN_DEFAULTS: JSON = {
 }
 
 
-class Clock(Protocol):
-    def now(self) -> float:
-        """Simulated epoch seconds."""
-        ...
+@dataclass(frozen=True)
+class PopulatedIds:
+    """The ids :meth:`World.populate_kinds` created, oldest first."""
 
-
-class SimulatedClock:
-    """Simulated time that starts at ``start`` and runs ``speed`` times faster than ``now`` (the real clock)."""
-
-    def __init__(self, start: float, speed: float = 1.0, now: Callable[[], float] = time.time) -> None:
-        if speed <= 0:
-            raise ValueError(f"speed must be positive, not {speed}")
-        self._start = start
-        self._speed = speed
-        self._real_now = now
-        self._real_start = now()
-
-    def now(self) -> float:
-        return self._start + (self._real_now() - self._real_start) * self._speed
-
-
-class ManualClock:
-    """Simulated time that moves only when a test calls :meth:`advance`."""
-
-    def __init__(self, start: float) -> None:
-        self._now = start
-
-    def now(self) -> float:
-        return self._now
-
-    def advance(self, seconds: float) -> None:
-        self._now += seconds
+    responses: list[str]
+    batches: list[str]
+    fine_tuning_jobs: list[str]
 
 
 class World:
-    """Threads and runs of one simulated organisation; every method answers as the API would, at ``clock.now()``."""
+    """Threads and runs of one simulated organisation; every method answers as the API would, at ``clock.now()``.
 
-    def __init__(self, seed: int, clock: Clock) -> None:
+    Its other kinds are collections of their own, named as in the SDK: ``world.responses``, ``world.batches``
+    and ``world.fine_tuning_jobs`` (``create``, ``retrieve``, ``cancel``, ``list`` but for responses).
+    """
+
+    def __init__(self, seed: int, clock: Clock, *, response_retention_s: float = DEFAULT_RETENTION_S) -> None:
+        """``response_retention_s``: how long after it ended a response can still be retrieved."""
         self._seed = seed
         self._clock = clock
         self._lock = threading.Lock()
         self._threads: dict[str, ThreadRecord] = {}
         self._runs: dict[str, RunRecord] = {}
         self._run_count = 0
-        self._arrivals: list[tuple[float, int, str]] = []  # heap of (when, tie-breaker, thread id)
-        self._arrival_rngs: dict[str, tuple[random.Random, float]] = {}  # thread id -> (rng, mean gap)
+        self._arrivals = Arrivals()  # a stream of new runs per thread populated with mean_arrival_s
         assistants_rng = random.Random(f"{seed}:assistants")
         self._assistants = [(new_id("asst_", assistants_rng), assistants_rng.choice(MODELS)) for _ in range(5)]
+        self.responses = Responses(seed, clock, retention_s=response_retention_s)
+        self.batches = Batches(seed, clock)
+        self.fine_tuning_jobs = FineTuningJobs(seed, clock)
 
     # Threads
 
@@ -144,9 +139,7 @@ class World:
         """A new run, queued now. ``settings`` are the remaining create parameters (``temperature``,
         ``top_p``, ``max_prompt_tokens``, ``max_completion_tokens``, ``truncation_strategy``, ``tool_choice``,
         ``parallel_tool_calls``, ``response_format``); the simulator checks their names, not their values."""
-        unknown = sorted(set(settings) - set(RUN_DEFAULTS))
-        if unknown:
-            raise BadRequest(f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0])
+        unknown_parameter(settings, RUN_DEFAULTS)
         if not isinstance(assistant_id, str) or not assistant_id:
             raise BadRequest("Missing required parameter: 'assistant_id'.", param="assistant_id")
         served = _settings(model or DEFAULT_MODEL) | {
@@ -258,23 +251,44 @@ class World:
                 for offset in sorted((rng.uniform(0.0, history_s) for _ in range(runs_per_thread)), reverse=True):
                     self._add_run(thread, now - offset, assistant_id, _settings(model))
                 if mean_arrival_s is not None:
-                    self._arrival_rngs[thread.id] = (rng, mean_arrival_s)
-                    tie_breaker = len(self._arrival_rngs)
-                    heapq.heappush(self._arrivals, (now + rng.expovariate(1 / mean_arrival_s), tie_breaker, thread.id))
+                    self._arrivals.add(rng, mean_arrival_s, now, functools.partial(self._arrive, thread))
                 created.append(thread.id)
             return created
+
+    def populate_kinds(
+        self,
+        *,
+        responses: int = 0,
+        batches: int = 0,
+        fine_tuning_jobs: int = 0,
+        history_s: float = 600.0,
+        mean_arrival_s: float | None = None,
+    ) -> PopulatedIds:
+        """Create that many background responses, batches and fine-tuning jobs over the last ``history_s``
+        simulated seconds; with ``mean_arrival_s``, new ones of each kind then keep arriving, on average one
+        every ``mean_arrival_s`` simulated seconds (a kind populated with 0 gets no arrivals). Returns the new
+        objects' ids; keep the responses' ones: the API cannot list responses."""
+
+        def arrivals(count: int) -> float | None:
+            return mean_arrival_s if count else None
+
+        return PopulatedIds(
+            responses=self.responses.populate(responses, history_s=history_s, mean_arrival_s=arrivals(responses)),
+            batches=self.batches.populate(batches, history_s=history_s, mean_arrival_s=arrivals(batches)),
+            fine_tuning_jobs=self.fine_tuning_jobs.populate(
+                fine_tuning_jobs, history_s=history_s, mean_arrival_s=arrivals(fine_tuning_jobs)
+            ),
+        )
 
     def _catch_up(self) -> float:
         """Create the scheduled runs that have arrived by now (at their arrival times); returns now."""
         now = self._clock.now()
-        while self._arrivals and self._arrivals[0][0] <= now:
-            when, order, thread_id = heapq.heappop(self._arrivals)
-            thread = self._threads[thread_id]
-            assistant_id, model = thread.assistant or self._assistants[0]
-            self._add_run(thread, when, assistant_id, _settings(model))
-            rng, mean_s = self._arrival_rngs[thread_id]
-            heapq.heappush(self._arrivals, (when + rng.expovariate(1 / mean_s), order, thread_id))
+        self._arrivals.due(now)
         return now
+
+    def _arrive(self, thread: ThreadRecord, when: float) -> None:
+        assistant_id, model = thread.assistant or self._assistants[0]
+        self._add_run(thread, when, assistant_id, _settings(model))
 
     def _add_thread(self, created_at: float, metadata: dict[str, str]) -> ThreadRecord:
         rng = random.Random(f"{self._seed}:thread:{len(self._threads)}")

@@ -9,7 +9,7 @@ past the page in the direction of travel. A cursor that names no item of the lis
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from tracker.simulator.errors import BadRequest
@@ -42,6 +42,13 @@ def _position(ids: list[str], cursor: str, param: str) -> int:
         return ids.index(cursor)
     except ValueError:
         raise BadRequest(f"Invalid '{param}': no object with id '{cursor}' in this list.", param=param) from None
+
+
+def unknown_parameter(parameters: Mapping[str, object], known: Collection[str]) -> None:
+    """Refuses the first parameter (alphabetically) the endpoint does not know, as the API does."""
+    unknown = sorted(set(parameters) - set(known))
+    if unknown:
+        raise BadRequest(f"Unrecognized request argument supplied: {unknown[0]}", param=unknown[0])
 
 
 def checked_metadata(metadata: object) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The HTTP edge of the simulator: the Assistants run endpoints under /v1, served from a :class:`World`.
+"""The HTTP edge of the simulator: the endpoints of :mod:`~tracker.simulator.routes` under /v1, served from a
+:class:`World`.
 
 Stdlib only (``http.server``, one thread per connection, keep-alive). Each request is routed, counted in
 :class:`ServerStats`, checked for a bearer key (401 otherwise; the key itself is never logged nor kept),
@@ -12,108 +13,24 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import secrets
 import socket
 import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tracker.simulator.errors import ApiError, BadRequest, NotFound
+from tracker.simulator.errors import ApiError, BadRequest, Conflict, NotFound
 from tracker.simulator.faults import FaultDice, Faults
 from tracker.simulator.model import World
+from tracker.simulator.routes import ROUTES, Route
 
 JSON = dict[str, Any]
-Endpoint = Callable[[World, Mapping[str, str], Mapping[str, str], JSON], JSON]
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    template: str  # as counted in ServerStats, e.g. "/v1/threads/{thread_id}/runs"
-    kind: str  # as named in Faults.routes, e.g. "list_runs"
-    endpoint: Endpoint
-    pattern: re.Pattern[str] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "pattern", re.compile(re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template)))
-
-    def match(self, method: str, path: str) -> dict[str, str] | None:
-        found = self.pattern.fullmatch(path) if method == self.method else None
-        return None if found is None else found.groupdict()
-
-
-def _paging(query: Mapping[str, str]) -> dict[str, Any]:
-    try:
-        limit = int(query.get("limit", "20"))
-    except ValueError:
-        raise BadRequest(f"Invalid 'limit': integer expected, got {query['limit']!r}.", param="limit") from None
-    return {
-        "limit": limit,
-        "order": query.get("order", "desc"),
-        "after": query.get("after"),
-        "before": query.get("before"),
-    }
-
-
-def _create_run(world: World, path: Mapping[str, str], query: Mapping[str, str], body: JSON) -> JSON:
-    body = dict(body)
-    if body.pop("stream", None):
-        raise BadRequest("Streaming is not supported by the simulator.", param="stream")
-    for ignored in ("additional_instructions", "additional_messages", "reasoning_effort"):
-        body.pop(ignored, None)
-    if "thread_id" in body:
-        raise BadRequest("Unrecognized request argument supplied: thread_id", param="thread_id")
-    if not isinstance(body.get("assistant_id"), str):
-        raise BadRequest("Missing required parameter: 'assistant_id'.", param="assistant_id")
-    return world.create_run(path["thread_id"], **body)
-
-
-ROUTES = (
-    Route("POST", "/v1/threads", "create_thread", lambda w, p, q, b: w.create_thread(b.get("metadata"))),
-    Route("GET", "/v1/threads/{thread_id}", "retrieve_thread", lambda w, p, q, b: w.retrieve_thread(p["thread_id"])),
-    Route("POST", "/v1/threads/{thread_id}/runs", "create_run", _create_run),
-    Route(
-        "GET", "/v1/threads/{thread_id}/runs", "list_runs", lambda w, p, q, b: w.list_runs(p["thread_id"], **_paging(q))
-    ),
-    Route(
-        "GET",
-        "/v1/threads/{thread_id}/runs/{run_id}",
-        "retrieve_run",
-        lambda w, p, q, b: w.retrieve_run(p["thread_id"], p["run_id"]),
-    ),
-    Route(
-        "POST",
-        "/v1/threads/{thread_id}/runs/{run_id}/cancel",
-        "cancel_run",
-        lambda w, p, q, b: w.cancel_run(p["thread_id"], p["run_id"]),
-    ),
-    Route(
-        "POST",
-        "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs",
-        "submit_tool_outputs",
-        lambda w, p, q, b: w.submit_tool_outputs(p["thread_id"], p["run_id"], b.get("tool_outputs", ())),
-    ),
-    Route(
-        "GET",
-        "/v1/threads/{thread_id}/runs/{run_id}/steps",
-        "list_steps",
-        lambda w, p, q, b: w.list_steps(p["thread_id"], p["run_id"], **_paging(q)),
-    ),
-    Route(
-        "GET",
-        "/v1/threads/{thread_id}/runs/{run_id}/steps/{step_id}",
-        "retrieve_step",
-        lambda w, p, q, b: w.retrieve_step(p["thread_id"], p["run_id"], p["step_id"]),
-    ),
-)
 UNROUTED = "(no route)"
 NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth "
@@ -303,6 +220,9 @@ class _Handler(BaseHTTPRequestHandler):
             payload = route.endpoint(app.world, path, parameters, _json_object(raw_body))
         except NotFound as exc:
             self._error(404, exc.message, param=exc.param)
+            return
+        except Conflict as exc:
+            self._error(409, exc.message, param=exc.param)
             return
         except ApiError as exc:
             self._error(400, exc.message, param=exc.param)

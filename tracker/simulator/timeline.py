@@ -118,8 +118,13 @@ class Timeline:
         return [step for step in self.steps if step.created <= t]
 
 
-def new_id(prefix: str, rng: random.Random) -> str:
-    return prefix + "".join(rng.choices(ID_ALPHABET, k=24))
+def new_id(prefix: str, rng: random.Random, length: int = 24) -> str:
+    return prefix + "".join(rng.choices(ID_ALPHABET, k=length))
+
+
+def new_hex_id(prefix: str, created_at: float, rng: random.Random, length: int) -> str:
+    """Like the ids of responses and batches: the creation time in hex, then random hex digits."""
+    return f"{prefix}{math.floor(created_at):08x}{rng.getrandbits(4 * (length - 8)):0{length - 8}x}"
 
 
 def draw_plan(rng: random.Random, function_names: Sequence[str]) -> RunPlan:
