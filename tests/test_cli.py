@@ -500,14 +500,19 @@ def test_demo_sqlite_in_a_fresh_directory(tmp_path: Path, monkeypatch: pytest.Mo
     database = (tmp_path / "tracker.db").resolve()
     assert database.is_file()
     assert f"\ndatabase: {database}\n" in result.stdout
-    assert "simulated Assistants API on http://127.0.0.1:" in result.stdout
-    assert "(12 threads, 36 runs)" in result.stdout
-    # Once every run has ended, a sync costs a request per thread and appends nothing.
-    assert "one more sync once every run had ended: 12 requests, 0 events appended" in result.stdout
+    assert "simulated OpenAI API on http://127.0.0.1:" in result.stdout
+    assert "(12 threads, 36 runs, 1 background responses, 1 batches, 1 fine-tuning jobs)" in result.stdout
+    # Once every run and response has ended, a sync costs a request per thread and appends nothing.
+    assert "once every run and response had ended: 12 requests, 0 events appended" in result.stdout
     assert "chain intact" in result.stdout
     runs = json_out(tracker("sqlite:///tracker.db", "runs", "list", "--format", "json"))
     assert len(runs) == 36
     assert all(run["is_terminal"] for run in runs)
+    for kind in ("response", "batch", "fine_tuning.job"):
+        objects = json_out(tracker("sqlite:///tracker.db", "runs", "list", "--kind", kind, "--format", "json"))
+        assert len(objects) == 1 and objects[0]["thread_id"] is None, kind
+    (response,) = json_out(tracker("sqlite:///tracker.db", "runs", "list", "--kind", "response", "--format", "json"))
+    assert response["is_terminal"]
 
 
 def test_demo(db_url: str, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,6 +42,8 @@ class Api:
         return openai.OpenAI(base_url=self.server.base_url, api_key=API_KEY, max_retries=0)
 
     def sync(self, engine: Engine, **options: object) -> SyncSummary:
+        """One sync of the watched threads (the lists of other kinds only when asked: tests/test_sync_kinds.py)."""
+        options.setdefault("listed_kinds", ())
         client = self.client()
         try:
             caller = Caller(RateLimiter(None), max_wait=float(options.pop("max_wait", 120.0)), sleep=lambda s: None)

@@ -31,12 +31,13 @@ from sqlalchemy import Engine, func, inspect, select, text
 from tests.conftest import fresh_postgres_url
 from tracker.simulator import Faults, ManualClock, SimulatorServer, Trigger, World
 from tracker.sources.openai_runs import Caller, RateLimiter, RunsApi
-from tracker.store import open_database, projections, watchlist
+from tracker.store import object_watch, open_database, projections, watchlist
 from tracker.store.audit import verify_chain
 from tracker.store.engine import make_engine
 from tracker.store.migrate import upgrade
 from tracker.store.schema import proj_runs, run_events, sync_runs, watched_threads
 from tracker.sync import SyncOptions, SyncSummary, sync
+from tracker.sync_objects import LISTED_KINDS
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning")
 
@@ -337,17 +338,34 @@ def test_two_sync_processes_at_once_poll_every_thread_once_between_them(
     assert sum(summary["events_appended"] for summary in summaries) == sum(event_keys(reference).values())
 
 
-def test_a_sync_while_another_holds_every_due_thread_exits_3(sim: Sim, engine: Engine, db_url: str) -> None:
+def test_a_sync_while_another_holds_every_due_thread_and_list_exits_3(sim: Sim, engine: Engine, db_url: str) -> None:
     threads = sim.world.populate(5, 1)
     watchlist.watch(engine, threads, time.time())
     other = watchlist.start_sync(engine, time.time(), "elsewhere", 1, sim.server.base_url)
     assert len(watchlist.claim(engine, other, time.time(), time.time(), LEASE_S, 32)) == 5
+    for kind in LISTED_KINDS:
+        assert object_watch.claim_source(engine, kind, other, time.time(), LEASE_S)
 
     result = sim.tracker(db_url, "sync", "--json")
     assert result.returncode == 3, result.stderr
     assert len(result.stderr.splitlines()) == 1 and "another sync" in result.stderr
     summary = summary_of(result)
     assert summary["outcome"] == "busy" and summary["threads_polled"] == 0
+    assert summary["sources"] == {"batch": "busy", "fine_tuning.job": "busy"}
+    assert summary["requests"] == 0
+
+
+def test_a_sync_while_another_holds_every_thread_still_follows_the_lists(sim: Sim, engine: Engine, db_url: str) -> None:
+    threads = sim.world.populate(5, 1)
+    watchlist.watch(engine, threads, time.time())
+    other = watchlist.start_sync(engine, time.time(), "elsewhere", 1, sim.server.base_url)
+    assert len(watchlist.claim(engine, other, time.time(), time.time(), LEASE_S, 32)) == 5
+
+    result = sim.tracker(db_url, "sync", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = summary_of(result)
+    assert summary["outcome"] == "ok" and summary["threads_polled"] == 0
+    assert summary["sources"] == {"batch": "ok", "fine_tuning.job": "ok"}
     assert sim.list_requests() == 0
 
 

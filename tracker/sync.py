@@ -1,4 +1,4 @@
-"""``tracker sync``: poll the watched threads' runs and feed them through the ledger, once.
+"""``tracker sync``: poll the watched threads' runs (and batches, fine-tuning jobs, watched responses) once.
 
 Theory of operation. A sync records itself in ``sync_runs`` and then, until no due thread is left (or
 ``max_runtime`` has passed), leases threads ``claim_size`` at a time (the next ones while the workers
@@ -11,7 +11,9 @@ source. Per watched thread (:func:`poll_thread`):
 2. retrieve, one by one, the runs the ledger knows as live that the pages did not cover.
 
 A thread where nothing changed therefore costs one request, and appends nothing: the diff finds every
-snapshot unchanged. Two syncs at once split the threads by lease; should they ever poll the same run,
+snapshot unchanged. The same workers page through the lists of batches and fine-tuning jobs (one sync
+at a time per list, by lease) and retrieve the watched background responses (leased like threads): see
+:mod:`tracker.sync_objects`. Two syncs at once split the threads by lease; should they ever poll the same run,
 the ledger's append lock and per-run version make the second one's snapshots unchanged or stale.
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -33,10 +35,14 @@ from tracker.diff import Signal
 from tracker.events import POLL_GAP, RUN_LOST, source_json
 from tracker.lifecycle import lifecycle_for
 from tracker.redaction import RedactionPolicy, redact_snapshots, redaction_source
-from tracker.snapshots import Snapshot, SnapshotError, decode_line, read_page_leniently
-from tracker.sources.openai_runs import ApiFailure, Caller, Fetched, GaveUp, RunsApi, assistants_api_allowed
+from tracker.snapshots import Snapshot, read_page_leniently
+from tracker.sources.openai_runs import ApiFailure, Caller, GaveUp, RunsApi, assistants_api_allowed
+from tracker.sources.paging import page_of, pages
+from tracker.store import object_watch
 from tracker.store.ledger import append_snapshots
+from tracker.store.object_watch import ObjectOutcome
 from tracker.store.watchlist import Claimed, ThreadOutcome, claim, due_count, finish_sync, release, start_sync
+from tracker.sync_objects import LISTED_KINDS, ObjectPoll, SourcePoll, poll_object, poll_source
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,10 @@ class SyncOptions:
     cadence: float | None = 60.0
     # Applied to every run and step before the diff sees it (docs/redaction.md); named in the events' source.
     redaction: RedactionPolicy | None = None
+    # The lists followed (batches, fine-tuning jobs of the configured project), and whether the watched
+    # objects (background responses) are polled.
+    listed_kinds: tuple[str, ...] = LISTED_KINDS
+    watched_objects: bool = True
 
 
 @dataclass
@@ -65,10 +75,15 @@ class SyncSummary:
     """What one sync did (``--json`` prints it as one object)."""
 
     sync_id: int = 0
-    outcome: str = "ok"  # ok, partial (some threads failed), busy (another sync holds every due thread)
+    outcome: str = "ok"  # ok, partial (something failed), busy (another sync holds everything due)
     threads_polled: int = 0
     threads_failed: int = 0
     threads_gone: list[str] = field(default_factory=list)
+    # Lists followed: kind -> "ok", "busy" (another sync holds it), "not served" (404) or "failed".
+    sources: dict[str, str] = field(default_factory=dict)
+    objects_polled: int = 0  # watched objects (responses) retrieved
+    objects_failed: int = 0
+    objects_gone: list[str] = field(default_factory=list)
     requests: int = 0
     retries: int = 0
     snapshots: int = 0
@@ -106,7 +121,7 @@ def poll_thread(
     newest: float | None = None
     try:
         runs_after = partial(api.list_runs, thread_id, limit=page_size)
-        for good in _pages(caller, runs_after, f"run list of {thread_id}"):
+        for good in pages(caller, runs_after, f"run list of {thread_id}"):
             for snapshot in good:
                 snapshots.append(snapshot)
                 seen.add(snapshot.object_id)
@@ -145,25 +160,7 @@ RUN_KIND = "thread.run"
 def _steps(api: RunsApi, caller: Caller, thread_id: str, run_id: str, page_size: int) -> list[Snapshot]:
     """Every step of a run, as snapshots (``thread.run.step``)."""
     steps_after = partial(api.list_steps, thread_id, run_id, limit=page_size)
-    return [step for good in _pages(caller, steps_after, f"steps of {run_id}") for step in good]
-
-
-def _pages(caller: Caller, fetch: Callable[[str | None], Fetched], what: str) -> Iterator[list[Snapshot]]:
-    """The snapshots of each page of a list, newest first, until it has no more (the caller may stop early)."""
-    after: str | None = None
-    while True:
-        page, arrived_at = caller.call(partial(_fetched_page, fetch, after))
-        good, bad = read_page_leniently(page, arrived_at)
-        if bad:
-            raise ApiFailure("malformed", f"{what}: {bad[0]}")
-        yield good
-        if not page.get("has_more") or not good:
-            return
-        after = str(page.get("last_id") or good[-1].object_id)
-
-
-def _fetched_page(fetch: Callable[[str | None], Fetched], after: str | None) -> tuple[dict[str, Any], float]:
-    return _page(fetch(after))
+    return [step for good in pages(caller, steps_after, f"steps of {run_id}") for step in good]
 
 
 def _poll_gaps(claimed: Claimed, now: float, cadence: float | None) -> list[Signal]:
@@ -182,6 +179,34 @@ def _terminal(snapshot: Snapshot) -> bool:
     return lifecycle_for(snapshot.kind).is_terminal(snapshot.status)
 
 
+def _note_thread(summary: SyncSummary, outcome: ThreadOutcome) -> None:
+    summary.threads_polled += 1
+    if outcome.gone:
+        summary.threads_gone.append(outcome.thread_id)
+    elif outcome.error is not None:
+        summary.threads_failed += 1
+        summary.errors.append({"thread_id": outcome.thread_id, "error": outcome.error})
+
+
+def _note_object(summary: SyncSummary, outcome: ObjectOutcome) -> None:
+    summary.objects_polled += 1
+    if outcome.gone:
+        summary.objects_gone.append(outcome.object_id)
+    elif outcome.error is not None:
+        summary.objects_failed += 1
+        summary.errors.append({"kind": outcome.kind, "object_id": outcome.object_id, "error": outcome.error})
+
+
+def _note_source(summary: SyncSummary, poll: SourcePoll) -> None:
+    if poll.not_served:
+        summary.sources[poll.kind] = "not served"
+    elif poll.error is not None:
+        summary.sources[poll.kind] = "failed"
+        summary.errors.append({"kind": poll.kind, "error": poll.error})
+    else:
+        summary.sources[poll.kind] = "ok"
+
+
 def public_url(url: str) -> str:
     """``url`` without user, password, query or fragment: what may be stored and printed."""
     parts = urlsplit(url)
@@ -192,17 +217,7 @@ def public_url(url: str) -> str:
 
 
 def _retrieved(api: RunsApi, thread_id: str, run_id: str) -> tuple[dict[str, Any], float]:
-    return _page(api.retrieve_run(thread_id, run_id))
-
-
-def _page(fetched: Fetched) -> tuple[dict[str, Any], float]:
-    try:
-        document = decode_line(fetched.body)
-    except SnapshotError as exc:
-        raise ApiFailure("malformed", f"response is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise ApiFailure("malformed", "response is not a JSON object")
-    return document, fetched.arrived_at
+    return page_of(api.retrieve_run(thread_id, run_id))
 
 
 def sync(
@@ -223,29 +238,53 @@ def sync(
     pending: list[Snapshot] = []
     signals: list[Signal] = []
     outcomes: list[ThreadOutcome] = []
+    object_outcomes: list[ObjectOutcome] = []
+    source_outcomes: list[SourcePoll] = []
 
     def flush(final: bool = False) -> None:
-        nonlocal pending, signals, outcomes
+        nonlocal pending, signals, outcomes, object_outcomes, source_outcomes
         if (pending or signals) and (final or len(pending) >= options.append_batch):
             result = append_snapshots(engine, pending, now, source, signals)
             summary.snapshots += result.snapshots
             summary.events_appended += result.events_appended
             pending, signals = [], []
-        if outcomes and (final or not (pending or signals)):
+        if final or not (pending or signals):
             # Released only once their snapshots are in the ledger.
-            release(engine, summary.sync_id, outcomes, now(), options.idle_after, options.idle_every)
-            outcomes = []
+            if outcomes:
+                release(engine, summary.sync_id, outcomes, now(), options.idle_after, options.idle_every)
+            if object_outcomes:
+                object_watch.release_objects(engine, summary.sync_id, object_outcomes, now())
+            for polled in source_outcomes:
+                object_watch.release_source(engine, polled.kind, summary.sync_id, now(), polled.error, polled.live)
+            outcomes, object_outcomes, source_outcomes = [], [], []
 
     claim_size = options.claim_size or 4 * options.concurrency
     claimed_any = False
-    in_flight: set[Future[ThreadPoll]] = set()
-    exhausted = False
+    in_flight: set[Future[ThreadPoll | SourcePoll | ObjectPoll]] = set()
+    exhausted = objects_exhausted = False
+
+    def out_of_time() -> bool:
+        if options.max_runtime is not None and now() - started > options.max_runtime:
+            summary.stopped_early = True
+        return summary.stopped_early
+
     with assistants_api_allowed(), ThreadPoolExecutor(options.concurrency, thread_name_prefix="tracker-poll") as pool:
+        for kind in options.listed_kinds:  # the lists first: each is one long sequence of pages
+            if out_of_time():
+                break
+            if not object_watch.claim_source(engine, kind, summary.sync_id, now(), options.lease_s):
+                summary.sources[kind] = "busy"
+                continue
+            claimed_any = True
+            known_live = object_watch.live_objects(engine, kind)
+            terminal = partial(object_watch.terminal_among, engine, kind)
+            in_flight.add(pool.submit(poll_source, api, caller, kind, options.page_size, known_live, terminal))
+        objects_exhausted = not options.watched_objects
         while True:
             # Keep the workers busy: claim the next threads while the claimed ones are being polled.
             while not exhausted and len(in_flight) < 2 * options.concurrency:
-                if options.max_runtime is not None and now() - started > options.max_runtime:
-                    summary.stopped_early = exhausted = True
+                if out_of_time():
+                    exhausted = objects_exhausted = True
                     break
                 batch = claim(engine, summary.sync_id, started, now(), options.lease_s, claim_size)
                 if not batch:
@@ -256,6 +295,19 @@ def sync(
                     pool.submit(poll_thread, api, caller, claimed, options.page_size, options.cadence, options.steps)
                     for claimed in batch
                 }
+            # Then the watched objects (background responses), claimed the same way.
+            while exhausted and not objects_exhausted and len(in_flight) < 2 * options.concurrency:
+                if out_of_time():
+                    objects_exhausted = True
+                    break
+                claimed = object_watch.claim_objects(
+                    engine, summary.sync_id, started, now(), options.lease_s, claim_size
+                )
+                if not claimed:
+                    objects_exhausted = True
+                    break
+                claimed_any = True
+                in_flight |= {pool.submit(poll_object, api, caller, one) for one in claimed}
             if not in_flight:
                 break
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -263,22 +315,25 @@ def sync(
                 poll = future.result()
                 pending.extend(redact_snapshots(options.redaction, poll.snapshots))
                 signals.extend(poll.signals)
-                outcomes.append(poll.outcome)
-                summary.threads_polled += 1
-                if poll.outcome.gone:
-                    summary.threads_gone.append(poll.outcome.thread_id)
-                elif poll.outcome.error is not None:
-                    summary.threads_failed += 1
-                    summary.errors.append({"thread_id": poll.outcome.thread_id, "error": poll.outcome.error})
-                on_progress(summary.threads_polled)
+                if isinstance(poll, SourcePoll):
+                    _note_source(summary, poll)
+                    source_outcomes.append(poll)
+                elif isinstance(poll, ObjectPoll):
+                    _note_object(summary, poll.outcome)
+                    object_outcomes.append(poll.outcome)
+                else:
+                    _note_thread(summary, poll.outcome)
+                    outcomes.append(poll.outcome)
+                    on_progress(summary.threads_polled)
             flush()
         flush(final=True)
     summary.requests, summary.retries = caller.requests, caller.retries
     if not claimed_any:
         due, held = due_count(engine, now())
-        if due and held == due:
+        # Nothing claimed: busy when another sync holds every due thread or a list this sync would follow.
+        if (due and held == due) or "busy" in summary.sources.values():
             summary.outcome = "busy"
-    if summary.threads_failed:
+    if summary.threads_failed or summary.objects_failed or "failed" in summary.sources.values():
         summary.outcome = "partial"
     finish_sync(
         engine,

@@ -13,6 +13,10 @@ Schema Changes"). No row is rewritten, so the append-only guards never see a cha
 migrates in constant time; the copy-and-rename of batch mode would have had to drop and recreate the
 guards, and trips over the views and triggers that name the table.
 
+Two operational tables for `tracker sync`: ``watched_objects`` (objects polled by id: background
+responses, which the API does not list) and ``sync_sources`` (the list endpoints it follows, batches and
+fine-tuning jobs, each leased to one sync at a time).
+
 The views of revision 0001 keep their columns and meaning for ``thread.run``; ``error_stats`` gains a
 ``kind`` column (last, so that positional readers keep working) and now counts every kind. The contract
 is docs/sql.md.
@@ -117,9 +121,38 @@ def _sqlite_set_thread_id(bind: sa.Connection, nullability: str) -> None:
         raise RuntimeError(f"SQLite integrity check after changing thread_id: {problems}")
 
 
+ID = sa.String(255)
+TIME = sa.Double()
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     dialect = bind.dialect.name
+    op.create_table(
+        "watched_objects",
+        sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("object_id", ID, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("added_at", TIME, nullable=False),
+        sa.Column("last_synced_at", TIME, nullable=True),
+        sa.Column("last_status", sa.String(64), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("gone_at", TIME, nullable=True),
+        sa.Column("lease_owner", sa.Integer(), nullable=True),
+        sa.Column("lease_until", TIME, nullable=True),
+        sa.PrimaryKeyConstraint("kind", "object_id", name=op.f("pk_watched_objects")),
+    )
+    op.create_index(op.f("ix_watched_objects_status"), "watched_objects", ["status"])
+    op.create_table(
+        "sync_sources",
+        sa.Column("source", sa.String(64), nullable=False),
+        sa.Column("last_synced_at", TIME, nullable=True),
+        sa.Column("live_objects", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("lease_owner", sa.Integer(), nullable=True),
+        sa.Column("lease_until", TIME, nullable=True),
+        sa.PrimaryKeyConstraint("source", name=op.f("pk_sync_sources")),
+    )
     if dialect == "sqlite":
         _sqlite_set_thread_id(bind, "null")
     else:
@@ -148,3 +181,6 @@ def downgrade() -> None:
     else:
         for table in GROUPED_TABLES:
             op.execute(f"ALTER TABLE {table} ALTER COLUMN thread_id SET NOT NULL")
+    op.drop_table("sync_sources")
+    op.drop_index(op.f("ix_watched_objects_status"), table_name="watched_objects")
+    op.drop_table("watched_objects")

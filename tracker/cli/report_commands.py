@@ -8,6 +8,7 @@ import click
 
 from tracker.cli.base import Context, cli, format_option, time_value
 from tracker.cli.render import cell, emit_json, emit_table
+from tracker.lifecycle import LIFECYCLES
 from tracker.store import queries
 
 LIST_COLUMNS = (
@@ -19,6 +20,15 @@ LIST_COLUMNS = (
     "ended_at",
     "last_error_code",
     "total_tokens",
+)
+
+
+kind_option = click.option(
+    "--kind",
+    type=click.Choice(sorted(LIFECYCLES)),
+    default=queries.RUN_KIND,
+    show_default=True,
+    help="Which kind of object (batches, background responses, fine-tuning jobs ...).",
 )
 
 
@@ -34,6 +44,7 @@ def runs() -> None:
 @click.option("--since", help="Only runs created at or after this time (ISO-8601 or epoch seconds).")
 @click.option("--stale", is_flag=True, help="Only live runs that look stuck (past expires_at) or lost (404).")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many runs.")
+@kind_option
 @format_option
 @click.pass_obj
 def runs_list(
@@ -44,9 +55,10 @@ def runs_list(
     since: str | None,
     stale: bool,
     limit: int,
+    kind: str,
     output_format: str,
 ) -> None:
-    """Runs, newest first."""
+    """Runs (or, with --kind, other objects), newest first."""
     rows = queries.list_runs(
         obj.engine,
         status=status,
@@ -55,6 +67,7 @@ def runs_list(
         since=time_value(since, "--since"),
         stale=stale,
         limit=limit,
+        kind=kind,
     )
     if output_format == "json":
         emit_json(rows)
@@ -100,11 +113,12 @@ def stats() -> None:
 
 @stats.command("durations")
 @click.option("--by", "group_by", type=click.Choice(get_args(queries.GroupBy)), help="Group by this column.")
+@kind_option
 @format_option
 @click.pass_obj
-def stats_durations(obj: Context, group_by: Any, output_format: str) -> None:
+def stats_durations(obj: Context, group_by: Any, kind: str, output_format: str) -> None:
     """p50/p90/p99 seconds spent per status (per run), and of the whole run (total)."""
-    rows = queries.duration_stats(obj.engine, group_by)
+    rows = queries.duration_stats(obj.engine, group_by, kind)
     if output_format == "json":
         emit_json(rows)
     else:
@@ -112,11 +126,12 @@ def stats_durations(obj: Context, group_by: Any, output_format: str) -> None:
 
 
 @stats.command("errors")
+@kind_option
 @format_option
 @click.pass_obj
-def stats_errors(obj: Context, output_format: str) -> None:
+def stats_errors(obj: Context, kind: str, output_format: str) -> None:
     """Runs per UTC day, model, assistant, status and error code (the error_stats view)."""
-    rows = queries.error_stats(obj.engine)
+    rows = queries.error_stats(obj.engine, kind)
     if output_format == "json":
         emit_json(rows)
     else:

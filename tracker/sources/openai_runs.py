@@ -1,4 +1,7 @@
-"""The Assistants API through the official ``openai`` SDK: run list pages and single runs, as raw bytes.
+"""The OpenAI API through the official ``openai`` SDK: list pages and single objects, as raw bytes.
+
+Assistants runs and steps (by thread), batches and fine-tuning jobs (listed per project), background
+responses (by id).
 
 Responses are read raw (``with_raw_response``) and parsed by :mod:`tracker.snapshots`, so every field
 the server sent is kept exactly as sent, unknown ones included, and ``observed_at`` is the moment the
@@ -127,6 +130,32 @@ class RunsApi:
     def retrieve_run(self, thread_id: str, run_id: str) -> Fetched:
         runs = self._client.beta.threads.runs.with_raw_response
         return self._fetch(lambda: runs.retrieve(run_id, thread_id=thread_id))
+
+    # The kinds that replaced the Assistants API: batches and fine-tuning jobs are listed newest first
+    # (the API's only order), responses have no list and are retrieved by id.
+
+    def list_objects(self, kind: str, after: str | None, limit: int) -> Fetched:
+        """One page of the project's batches or fine-tuning jobs, newest first, after the id ``after``."""
+        listing = self._listing(kind)
+        options: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            options["after"] = after
+        return self._fetch(lambda: listing.list(**options))
+
+    def retrieve_object(self, kind: str, object_id: str) -> Fetched:
+        """One batch, fine-tuning job or response, by id."""
+        if kind == "response":
+            responses = self._client.responses.with_raw_response
+            return self._fetch(lambda: responses.retrieve(object_id))
+        listing = self._listing(kind)
+        return self._fetch(lambda: listing.retrieve(object_id))
+
+    def _listing(self, kind: str) -> Any:
+        if kind == "batch":
+            return self._client.batches.with_raw_response
+        if kind == "fine_tuning.job":
+            return self._client.fine_tuning.jobs.with_raw_response
+        raise ValueError(f"no list endpoint for {kind!r}")
 
     def _fetch(self, request: Callable[[], Any]) -> Fetched:
         try:

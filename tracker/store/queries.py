@@ -17,7 +17,11 @@ from tracker.errors import RunNotFound
 from tracker.store.schema import proj_runs, proj_transitions, run_events
 
 # The public view of status stays (docs/sql.md), derived from the transitions by the database.
-status_intervals = table("run_status_intervals", column("run_id"), column("status"), column("duration_s"))
+status_intervals = table(
+    "object_status_intervals", column("kind"), column("object_id"), column("status"), column("duration_s")
+)
+# What the commands read when no kind is named: Assistants runs.
+RUN_KIND = "thread.run"
 
 RUN_COLUMNS = (
     "run_id", "thread_id", "assistant_id", "model", "status", "is_terminal", "created_at", "started_at",
@@ -39,14 +43,16 @@ def list_runs(
     since: float | None = None,
     stale: bool = False,
     limit: int = 100,
+    kind: str = RUN_KIND,
 ) -> list[dict[str, Any]]:
-    """Runs, newest first, filtered by any of status, thread, model, created since, stale (stuck or lost)."""
+    """Objects of ``kind`` (runs by default), newest first, filtered by any of status, thread, model,
+    created since, stale (stuck or lost)."""
     # Why a run looks stuck or lost lives in its folded state (RunState.stale), set by run_stale / run_lost.
     reason = proj_runs.c.state["stale"].as_string()
     columns: list[Any] = [proj_runs.c[name] for name in RUN_COLUMNS]
     if stale:
         columns.append(reason.label("stale_reason"))
-    query = select(*columns).where(proj_runs.c.kind == "thread.run")
+    query = select(*columns).where(proj_runs.c.kind == kind)
     if stale:
         query = query.where(reason.is_not(None), proj_runs.c.is_terminal.is_(False))
     if status is not None:
@@ -87,8 +93,9 @@ def run_history(engine: Engine, run_id: str) -> list[dict[str, Any]]:
     return [_plain(row._mapping) for row in rows]
 
 
-def duration_stats(engine: Engine, group_by: GroupBy | None = None) -> list[dict[str, Any]]:
-    """p50/p90/p99 of the time runs spent in each status (per run, closed intervals), and of total_s."""
+def duration_stats(engine: Engine, group_by: GroupBy | None = None, kind: str = RUN_KIND) -> list[dict[str, Any]]:
+    """p50/p90/p99 of the time objects of ``kind`` spent in each status (per object, closed intervals),
+    and of total_s."""
     group_column = _group_column(group_by)
     per_run = (
         select(
@@ -96,12 +103,12 @@ def duration_stats(engine: Engine, group_by: GroupBy | None = None) -> list[dict
             group_column.label("grp"),
             func.sum(status_intervals.c.duration_s).label("seconds"),
         )
-        .join(proj_runs, proj_runs.c.run_id == status_intervals.c.run_id)
-        .where(proj_runs.c.kind == "thread.run", status_intervals.c.duration_s.is_not(None))
-        .group_by(status_intervals.c.run_id, status_intervals.c.status, group_column)
+        .join(proj_runs, proj_runs.c.run_id == status_intervals.c.object_id)
+        .where(status_intervals.c.kind == kind, proj_runs.c.kind == kind, status_intervals.c.duration_s.is_not(None))
+        .group_by(status_intervals.c.object_id, status_intervals.c.status, group_column)
     )
     totals = select(group_column.label("grp"), proj_runs.c.total_s.label("seconds")).where(
-        proj_runs.c.kind == "thread.run", proj_runs.c.total_s.is_not(None)
+        proj_runs.c.kind == kind, proj_runs.c.total_s.is_not(None)
     )
     samples: dict[tuple[Any, str], list[float]] = defaultdict(list)
     with engine.connect() as connection:
@@ -119,22 +126,23 @@ def duration_stats(engine: Engine, group_by: GroupBy | None = None) -> list[dict
     return result
 
 
-def error_stats(engine: Engine) -> list[dict[str, Any]]:
-    """The ``error_stats`` view: runs per UTC day, model, assistant, status and error code."""
+def error_stats(engine: Engine, kind: str = RUN_KIND) -> list[dict[str, Any]]:
+    """The ``error_stats`` view for ``kind``: objects per UTC day, model, assistant, status and error code."""
     with engine.connect() as connection:
         rows = connection.execute(
             text(
-                "SELECT day, model, assistant_id, status, error_code, runs FROM error_stats "
+                "SELECT day, model, assistant_id, status, error_code, runs FROM error_stats WHERE kind = :kind "
                 "ORDER BY day, model, assistant_id, status, error_code"
-            )
+            ),
+            {"kind": kind},
         ).all()
     return [_plain(row._mapping) for row in rows]
 
 
-def status_counts(engine: Engine) -> dict[str, int]:
+def status_counts(engine: Engine, kind: str = RUN_KIND) -> dict[str, int]:
     query = (
         select(proj_runs.c.status, func.count())
-        .where(proj_runs.c.kind == "thread.run")
+        .where(proj_runs.c.kind == kind)
         .group_by(proj_runs.c.status)
         .order_by(proj_runs.c.status)
     )

@@ -50,6 +50,8 @@ WRITER_TABLES: dict[str, tuple[str, ...]] = {
     "proj_runs": MAINTAINED,  # projections: `projections rebuild` DELETEs and refills them, never TRUNCATE
     "proj_transitions": MAINTAINED,
     "watched_threads": MAINTAINED,  # `tracker unwatch` deletes; a claim is SELECT ... FOR UPDATE
+    "watched_objects": MAINTAINED,  # `tracker unwatch --response` deletes; claims as for threads
+    "sync_sources": MAINTAINED,  # a sync adds the row of a list it follows the first time, then leases it
     "sync_runs": ("SELECT", "INSERT", "UPDATE"),  # one row per sync, kept for auditors: never deleted
     "ledger_purges": READ_ONLY,  # a purge is an owner operation; verify and rebuild read where it cut
     "archived_runs": READ_ONLY,  # written by a purge (owner); `projections rebuild` starts from it

@@ -194,6 +194,38 @@ watched_threads = Table(
     Index(None, "status", "next_poll_at"),
 )
 
+# Objects `tracker sync` retrieves by id (background responses: the API has no list of them), added by
+# `tracker watch --response` or `tracker webhook`. ``status``: active (polled every sync), ended (seen in
+# a terminal status: never polled again) or gone (the API answered 404). Leases as for threads.
+watched_objects = Table(
+    "watched_objects",
+    metadata,
+    Column("kind", String(64), primary_key=True),
+    Column("object_id", Id, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("added_at", Time, nullable=False),
+    Column("last_synced_at", Time),
+    Column("last_status", String(64)),  # the object's status at the last poll
+    Column("last_error", Text),
+    Column("gone_at", Time),
+    Column("lease_owner", Integer),
+    Column("lease_until", Time),
+    Index(None, "status"),
+)
+
+# The list endpoints `tracker sync` follows (one row per kind: batch, fine_tuning.job), leased by one sync
+# at a time so that two syncs at once do not both page through them.
+sync_sources = Table(
+    "sync_sources",
+    metadata,
+    Column("source", String(64), primary_key=True),
+    Column("last_synced_at", Time),
+    Column("live_objects", Integer),
+    Column("last_error", Text),
+    Column("lease_owner", Integer),
+    Column("lease_until", Time),
+)
+
 # One row per `tracker sync`: what it did, for operators and auditors (events carry its id as source).
 sync_runs = Table(
     "sync_runs",

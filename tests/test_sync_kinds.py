@@ -1,0 +1,277 @@
+"""`tracker sync` for batches, fine-tuning jobs and background responses, through the real SDK over
+loopback, on SQLite and PostgreSQL.
+
+Batches and jobs are followed through their list endpoints (newest first, stopping at objects the ledger
+knows as ended, then retrieving the known-live ones the pages did not cover); responses are polled by id
+from the watch list until they end. The same economy, lease and provenance guarantees as for threads.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine, text
+
+from tracker.cli import cli
+from tracker.lifecycle import BATCH
+from tracker.simulator import ManualClock, SimulatorServer, World
+from tracker.sources.openai_runs import ApiFailure, Caller, Fetched, RateLimiter, RunsApi
+from tracker.store import object_watch, projections
+from tracker.store.audit import verify_chain
+from tracker.sync import SyncOptions, SyncSummary, sync
+from tracker.sync_objects import poll_source
+
+START = 1_800_000_000.0
+DAY = 86_400.0
+API_KEY = "sk-test-kinds-0123456789"
+
+
+@dataclass
+class Api:
+    world: World
+    clock: ManualClock
+    server: SimulatorServer
+
+    def sync(self, engine: Engine, **options: Any) -> SyncSummary:
+        client = openai.OpenAI(base_url=self.server.base_url, api_key=API_KEY, max_retries=0)
+        try:
+            caller = Caller(RateLimiter(None), sleep=lambda seconds: None)
+            api = RunsApi(client, clock=self.clock.now)
+            return sync(engine, api, caller, SyncOptions(cadence=None, **options), now=self.clock.now)
+        finally:
+            client.close()
+
+    def route_requests(self, kind: str) -> int:
+        return sum(count for (_, route), count in self.server.stats.requests.items() if kind in route)
+
+
+@pytest.fixture
+def api() -> Iterator[Api]:
+    clock = ManualClock(START)
+    world = World(seed=11, clock=clock, response_retention_s=600.0)
+    with SimulatorServer(world) as server:
+        yield Api(world, clock, server)
+
+
+def _rows(engine: Engine, sql: str, **params: Any) -> list[dict[str, Any]]:
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(text(sql), params)]
+
+
+def _current(engine: Engine, kind: str) -> dict[str, str]:
+    rows = _rows(engine, "SELECT object_id, status FROM object_current WHERE kind = :kind", kind=kind)
+    return {row["object_id"]: row["status"] for row in rows}
+
+
+def _served(api: Api, kind: str) -> dict[str, str]:
+    """What the API says now of every object of ``kind`` (by listing it whole)."""
+    collection = api.world.batches if kind == "batch" else api.world.fine_tuning_jobs
+    return {object_id: collection.retrieve(object_id)["status"] for object_id in collection.ids()}
+
+
+def _sync_until_all_ended(api: Api, engine: Engine, step_s: float, **options: Any) -> int:
+    """Sync every ``step_s`` simulated seconds until every object in the ledger has ended; returns the syncs."""
+    for syncs in range(1, 201):
+        api.sync(engine, **options)
+        rows = _rows(engine, "SELECT COUNT(*) AS n FROM object_current WHERE NOT is_terminal")
+        if rows[0]["n"] == 0:
+            return syncs
+        api.clock.advance(step_s)
+    raise AssertionError("objects still live after 200 syncs")
+
+
+# --- batches and fine-tuning jobs: following the lists ---------------------------------------------------
+
+
+def test_a_sync_records_every_batch_and_job_of_the_project(api: Api, engine: Engine) -> None:
+    api.world.populate_kinds(batches=130, fine_tuning_jobs=12, history_s=3 * DAY)
+    summary = api.sync(engine)
+    assert summary.outcome == "ok", summary.errors
+    assert summary.sources == {"batch": "ok", "fine_tuning.job": "ok"}
+    assert _current(engine, "batch") == _served(api, "batch")
+    assert _current(engine, "fine_tuning.job") == _served(api, "fine_tuning.job")
+    report = verify_chain(engine)
+    assert report.ok
+    # Every event names the sync and the server; none has a group.
+    sources = _rows(engine, "SELECT DISTINCT CAST(source AS TEXT) AS s, thread_id FROM run_events")
+    assert [json.loads(row["s"]) for row in sources] == [{"sync": summary.sync_id, "base_url": api.server.base_url}]
+    assert {row["thread_id"] for row in sources} == {None}
+    # 130 batches are two pages of 100 (the first sync knows none of them, so it reads to the end).
+    assert api.route_requests("/v1/batches") == 2
+
+
+def test_batches_followed_to_their_end_have_every_interval_dated_by_the_api(api: Api, engine: Engine) -> None:
+    api.world.populate_kinds(batches=40, history_s=600.0)
+    _sync_until_all_ended(api, engine, step_s=1800.0)
+    assert _current(engine, "batch") == _served(api, "batch")
+    dated = _rows(
+        engine,
+        "SELECT DISTINCT entered_dated_by FROM object_status_intervals WHERE kind = 'batch'",
+    )
+    # However coarse the polling (every half hour here), no batch transition is dated by a poll.
+    assert "observed_at" not in {row["entered_dated_by"] for row in dated}
+    assert projections.verify_rebuild(engine).clean
+
+
+def test_once_everything_has_ended_a_sync_costs_one_request_per_list_and_appends_nothing(
+    api: Api, engine: Engine
+) -> None:
+    api.world.populate_kinds(batches=250, fine_tuning_jobs=30, history_s=3 * DAY)
+    api.clock.advance(2 * DAY)  # every batch and job has ended by now
+    api.sync(engine)
+    before = api.server.stats.total
+    idle = api.sync(engine)
+    assert (idle.requests, idle.events_appended) == (2, 0)
+    assert api.server.stats.total - before == 2
+
+
+def test_new_batches_are_found_on_the_first_pages_and_older_live_ones_retrieved(api: Api, engine: Engine) -> None:
+    api.world.populate_kinds(batches=20, history_s=3 * DAY)
+    api.clock.advance(2 * DAY)
+    api.sync(engine, listed_kinds=("batch",))
+    assert "validating" not in _current(engine, "batch").values()
+    create = {"input_file_id": "file-abc", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    older, middle, newest = (api.world.batches.create(**create)["id"] for _ in range(3))
+    api.clock.advance(1)
+
+    # Page by page (one batch a page): the three new ones, then an ended one, which stops the paging.
+    first = api.sync(engine, listed_kinds=("batch",), page_size=1)
+    assert first.requests == 4
+    assert {older, middle, newest} <= set(_current(engine, "batch"))
+
+    # The newest ends (cancelled); the next sync still pages through it (the ledger knew it live) ...
+    api.world.batches.cancel(newest)
+    api.clock.advance(900)
+    api.sync(engine, listed_kinds=("batch",), page_size=1)
+    assert _current(engine, "batch")[newest] == "cancelled"
+    # ... and from then on the first page stops at it: the two live ones behind it are retrieved by id.
+    live = {object_id for object_id in (older, middle) if _current(engine, "batch")[object_id] not in BATCH.terminal}
+    assert live, "the two older batches are still running"
+    third = api.sync(engine, listed_kinds=("batch",), page_size=1)
+    assert third.requests == 1 + len(live)
+
+
+def test_a_list_the_server_does_not_serve_is_reported_not_failed() -> None:
+    class NoBatches(RunsApi):
+        def __init__(self) -> None:
+            pass
+
+        def now(self) -> float:
+            return START
+
+        def list_objects(self, kind: str, after: str | None, limit: int) -> Fetched:
+            raise ApiFailure("not_found", "NotFoundError: 404 page not found", 404)
+
+    poll = poll_source(NoBatches(), Caller(RateLimiter(None)), "batch", 100, {"batch_live"}, lambda ids: set())
+    assert poll.not_served and poll.snapshots == [] and poll.signals == []
+
+
+def test_a_known_live_batch_the_api_no_longer_has_is_lost() -> None:
+    class Forgetful(RunsApi):
+        def __init__(self) -> None:
+            pass
+
+        def now(self) -> float:
+            return START
+
+        def list_objects(self, kind: str, after: str | None, limit: int) -> Fetched:
+            return Fetched(b'{"object": "list", "data": [], "has_more": false}', START)
+
+        def retrieve_object(self, kind: str, object_id: str) -> Fetched:
+            raise ApiFailure("not_found", f"No batch found with id '{object_id}'.", 404)
+
+    poll = poll_source(Forgetful(), Caller(RateLimiter(None)), "batch", 100, {"batch_gone"}, lambda ids: set())
+    assert poll.error is None
+    assert [(signal.object_id, signal.event_type, signal.group_id) for signal in poll.signals] == [
+        ("batch_gone", "run_lost", None)
+    ]
+
+
+def test_two_syncs_at_once_follow_each_list_once_between_them(api: Api, engine: Engine) -> None:
+    api.world.populate_kinds(batches=60, fine_tuning_jobs=20, history_s=DAY)
+    results: list[SyncSummary] = []
+    workers = [threading.Thread(target=lambda: results.append(api.sync(engine))) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    followed = [state for result in results for state in result.sources.values()]
+    assert sorted(followed) in (["busy", "busy", "ok", "ok"], ["ok", "ok", "ok", "ok"])
+    assert _current(engine, "batch") == _served(api, "batch")
+    assert verify_chain(engine).ok
+    assert projections.verify_rebuild(engine).clean
+
+
+# --- background responses: polled by id -------------------------------------------------------------------
+
+
+def test_watched_responses_are_polled_until_they_end_then_never_again(api: Api, engine: Engine) -> None:
+    ids = api.world.populate_kinds(responses=8, history_s=30.0).responses
+    added, _ = object_watch.watch_objects(engine, "response", ids, START)
+    assert added == 8
+    first = api.sync(engine, listed_kinds=())
+    assert first.objects_polled == 8 and first.requests == 8
+    _sync_until_all_ended(api, engine, step_s=20.0, listed_kinds=())
+    assert set(_current(engine, "response")) == set(ids)
+    watched = {row["object_id"]: row for row in object_watch.watched_objects_rows(engine)}
+    assert {row["status"] for row in watched.values()} == {"ended"}
+    assert {row["last_status"] for row in watched.values()} <= {"completed", "failed", "cancelled", "incomplete"}
+    idle = api.sync(engine, listed_kinds=())
+    assert (idle.objects_polled, idle.requests, idle.events_appended) == (0, 0, 0)
+
+
+def test_a_response_gone_past_the_apis_retention_while_live_is_recorded_lost(api: Api, engine: Engine) -> None:
+    response = api.world.responses.create(model="gpt-4.1", background=True, input="Summarise the report")
+    object_watch.watch_objects(engine, "response", [response["id"]], START)
+    api.sync(engine, listed_kinds=())
+    assert _current(engine, "response") == {response["id"]: response["status"]}
+    api.clock.advance(3 * 3600.0)  # it ended and was forgotten by the API before the next poll
+    summary = api.sync(engine, listed_kinds=())
+    assert summary.objects_gone == [response["id"]] and summary.outcome == "ok"
+    events = _rows(engine, "SELECT event_type FROM run_events WHERE run_id = :id ORDER BY seq", id=response["id"])
+    assert events[-1]["event_type"] == "run_lost"
+    (row,) = object_watch.watched_objects_rows(engine)
+    assert row["status"] == "gone"
+
+
+def test_a_response_id_the_api_never_knew_is_gone_without_an_event(api: Api, engine: Engine) -> None:
+    object_watch.watch_objects(engine, "response", ["resp_never_created"], START)
+    summary = api.sync(engine, listed_kinds=())
+    assert summary.objects_gone == ["resp_never_created"]
+    assert _rows(engine, "SELECT COUNT(*) AS n FROM run_events")[0]["n"] == 0
+
+
+def test_watching_a_response_again_revives_it_and_unwatch_removes_it(engine: Engine) -> None:
+    assert object_watch.watch_objects(engine, "response", ["resp_a", "resp_b", "resp_a"], START) == (2, 0)
+    assert object_watch.watch_objects(engine, "response", ["resp_a"], START) == (0, 0)
+    assert object_watch.unwatch_objects(engine, "response", ["resp_b", "resp_zzz"]) == 1
+    assert [row["object_id"] for row in object_watch.watched_objects_rows(engine)] == ["resp_a"]
+
+
+# --- the CLI ---------------------------------------------------------------------------------------------
+
+
+def test_watch_response_and_sync_from_the_command_line(
+    api: Api, engine: Engine, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = api.world.populate_kinds(responses=3, batches=5, history_s=60.0).responses
+    runner = CliRunner()
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": api.server.base_url}
+    watched = runner.invoke(cli, ["--database-url", db_url, "watch", "--response", *ids], env=env)
+    assert watched.exit_code == 0 and "watching 3 new response(s)" in watched.output
+    result = runner.invoke(cli, ["--database-url", db_url, "sync", "--json", "--no-fine-tuning-jobs"], env=env)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["objects_polled"] == 3 and summary["sources"] == {"batch": "ok"}
+    assert API_KEY not in result.output
+    listed = runner.invoke(cli, ["--database-url", db_url, "runs", "list", "--kind", "batch", "--format", "json"])
+    assert listed.exit_code == 0 and len(json.loads(listed.stdout)) == 5
+    table = runner.invoke(cli, ["--database-url", db_url, "watched", "--response"])
+    assert table.exit_code == 0 and all(response_id in table.output for response_id in ids)

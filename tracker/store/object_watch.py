@@ -1,0 +1,226 @@
+"""What `tracker sync` follows besides threads: objects polled by id, and the list endpoints it pages.
+
+Background responses have no list endpoint: ``tracker watch --response`` (or ``tracker webhook``) puts
+their ids in ``watched_objects``, and every sync retrieves each active one until it is seen in a terminal
+status (``ended``: never polled again) or the API no longer has it (``gone``). Batches and fine-tuning
+jobs are listed per project: ``sync_sources`` holds one row per list, leased to one sync at a time.
+Leases work as for threads (:mod:`tracker.store.watchlist`): a crashed sync's leases expire, and on
+PostgreSQL a claim skips rows another sync is claiming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, false, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tracker.store.engine import begin_write
+from tracker.store.projections import in_chunks
+from tracker.store.schema import proj_runs, sync_sources, watched_objects
+
+ACTIVE = "active"
+ENDED = "ended"
+GONE = "gone"
+
+
+def watch_objects(engine: Engine, kind: str, object_ids: Iterable[str], now: float) -> tuple[int, int]:
+    """Add objects to poll by id; an ended or gone one becomes active again. Returns (added, revived)."""
+    wanted = list(dict.fromkeys(object_ids))
+    with begin_write(engine) as connection:
+        known: dict[str, str] = {}
+        for chunk in in_chunks(wanted):
+            rows = connection.execute(
+                select(watched_objects.c.object_id, watched_objects.c.status).where(
+                    watched_objects.c.kind == kind, watched_objects.c.object_id.in_(chunk)
+                )
+            )
+            known.update({row.object_id: row.status for row in rows})
+        new = [
+            {"kind": kind, "object_id": object_id, "status": ACTIVE, "added_at": now}
+            for object_id in wanted
+            if object_id not in known
+        ]
+        if new:
+            connection.execute(insert(watched_objects), new)
+        again = [object_id for object_id, status in known.items() if status != ACTIVE]
+        for chunk in in_chunks(again):
+            connection.execute(
+                update(watched_objects)
+                .where(watched_objects.c.kind == kind, watched_objects.c.object_id.in_(chunk))
+                .values(status=ACTIVE, gone_at=None, last_error=None)
+            )
+    return len(new), len(again)
+
+
+def unwatch_objects(engine: Engine, kind: str, object_ids: Iterable[str]) -> int:
+    """Stop polling objects (their events stay in the ledger). Returns how many were watched."""
+    wanted = list(dict.fromkeys(object_ids))
+    removed = 0
+    with begin_write(engine) as connection:
+        for chunk in in_chunks(wanted):
+            result = connection.execute(
+                delete(watched_objects).where(watched_objects.c.kind == kind, watched_objects.c.object_id.in_(chunk))
+            )
+            removed += int(result.rowcount or 0)
+    return removed
+
+
+def watched_objects_rows(engine: Engine) -> list[dict[str, Any]]:
+    """Every object polled by id, with its status, last poll, last status seen and last error."""
+    c = watched_objects.c
+    columns = [c.kind, c.object_id, c.status, c.added_at, c.last_synced_at, c.last_status, c.last_error]
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(select(*columns).order_by(c.kind, c.object_id))]
+
+
+# --- objects polled by id ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedObject:
+    """An object this sync holds, and whether the ledger knows it as live (a 404 then means it was lost)."""
+
+    kind: str
+    object_id: str
+    known_live: bool
+
+
+@dataclass(frozen=True)
+class ObjectOutcome:
+    """What polling one object found, to release its lease with."""
+
+    kind: str
+    object_id: str
+    status: str | None  # the status the API showed; None when it failed
+    terminal: bool = False
+    error: str | None = None
+    gone: bool = False
+
+
+def _free(now: float) -> Any:
+    return or_(watched_objects.c.lease_until.is_(None), watched_objects.c.lease_until < now)
+
+
+def claim_objects(
+    engine: Engine, sync_id: int, started: float, now: float, lease_s: float, limit: int
+) -> list[ClaimedObject]:
+    """Lease up to ``limit`` active, free objects (least recently polled first) to ``sync_id``."""
+    c = watched_objects.c
+    with begin_write(engine) as connection:
+        candidates = (
+            select(c.kind, c.object_id)
+            .where(
+                c.status == ACTIVE,
+                _free(now),
+                or_(c.lease_owner.is_(None), c.lease_owner != sync_id),
+                or_(c.last_synced_at.is_(None), c.last_synced_at < started),
+            )
+            .order_by(c.last_synced_at.is_not(None), c.last_synced_at)
+            .limit(limit)
+        )
+        if connection.dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        keys = [(row.kind, row.object_id) for row in connection.execute(candidates)]
+        for kind, object_id in keys:
+            connection.execute(
+                update(watched_objects)
+                .where(c.kind == kind, c.object_id == object_id)
+                .values(lease_owner=sync_id, lease_until=now + lease_s)
+            )
+        live = _live_among(connection, [object_id for _, object_id in keys])
+    return [ClaimedObject(kind, object_id, (kind, object_id) in live) for kind, object_id in keys]
+
+
+def _live_among(connection: Connection, object_ids: Sequence[str]) -> set[tuple[str, str]]:
+    live: set[tuple[str, str]] = set()
+    for chunk in in_chunks(object_ids):
+        rows = connection.execute(
+            select(proj_runs.c.kind, proj_runs.c.run_id).where(
+                proj_runs.c.run_id.in_(chunk), proj_runs.c.is_terminal == false()
+            )
+        )
+        live |= {(row.kind, row.run_id) for row in rows}
+    return live
+
+
+def release_objects(engine: Engine, sync_id: int, outcomes: Sequence[ObjectOutcome], now: float) -> None:
+    """Record each object's outcome and free its lease (only leases this sync still holds)."""
+    c = watched_objects.c
+    with begin_write(engine) as connection:
+        for outcome in outcomes:
+            values: dict[str, Any] = {"lease_until": None, "last_error": outcome.error}
+            if outcome.gone:
+                values.update(status=GONE, gone_at=now)
+            elif outcome.error is None:
+                values.update(last_synced_at=now, last_status=outcome.status)
+                if outcome.terminal:
+                    values["status"] = ENDED
+            connection.execute(
+                update(watched_objects)
+                .where(c.kind == outcome.kind, c.object_id == outcome.object_id, c.lease_owner == sync_id)
+                .values(**values)
+            )
+
+
+# --- list endpoints ----------------------------------------------------------------------------------
+
+
+def claim_source(engine: Engine, source: str, sync_id: int, now: float, lease_s: float) -> bool:
+    """Lease the list ``source`` to ``sync_id`` unless another sync holds it; True when leased."""
+    c = sync_sources.c
+    with begin_write(engine) as connection:
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        connection.execute(dialect.insert(sync_sources).values(source=source).on_conflict_do_nothing())
+        result = connection.execute(
+            update(sync_sources)
+            .where(
+                c.source == source,
+                or_(c.lease_until.is_(None), c.lease_until < now),
+                # Not twice in one sync.
+                or_(c.lease_owner.is_(None), c.lease_owner != sync_id),
+            )
+            .values(lease_owner=sync_id, lease_until=now + lease_s)
+        )
+        return bool(result.rowcount)
+
+
+def release_source(engine: Engine, source: str, sync_id: int, now: float, error: str | None, live: int) -> None:
+    c = sync_sources.c
+    values: dict[str, Any] = {"lease_until": None, "last_error": error}
+    if error is None:
+        values.update(last_synced_at=now, live_objects=live)
+    with begin_write(engine) as connection:
+        connection.execute(update(sync_sources).where(c.source == source, c.lease_owner == sync_id).values(**values))
+
+
+def source_rows(engine: Engine) -> list[dict[str, Any]]:
+    c = sync_sources.c
+    with engine.connect() as connection:
+        query = select(c.source, c.last_synced_at, c.live_objects, c.last_error).order_by(c.source)
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def live_objects(engine: Engine, kind: str) -> set[str]:
+    """Ids of the objects of ``kind`` the ledger knows as live."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(proj_runs.c.run_id).where(and_(proj_runs.c.kind == kind, proj_runs.c.is_terminal == false()))
+        )
+        return {row.run_id for row in rows}
+
+
+def terminal_among(engine: Engine, kind: str, object_ids: Sequence[str]) -> set[str]:
+    """Which of ``object_ids`` the ledger knows as objects of ``kind`` in a terminal status."""
+    found: set[str] = set()
+    with engine.connect() as connection:
+        for chunk in in_chunks(object_ids):
+            rows = connection.execute(
+                select(proj_runs.c.run_id).where(
+                    proj_runs.c.run_id.in_(chunk), proj_runs.c.kind == kind, proj_runs.c.is_terminal
+                )
+            )
+            found |= {row.run_id for row in rows}
+    return found

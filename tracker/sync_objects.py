@@ -1,0 +1,125 @@
+"""What one sync polls besides threads: the list endpoints it follows, and the objects it polls by id.
+
+Batches and fine-tuning jobs (:func:`poll_source`), as runs are polled per thread:
+
+1. list them newest first, a page at a time, and stop at the first page that reaches an object the
+   ledger already knows as terminal (the list returns whole objects: those are the snapshots);
+2. retrieve, one by one, the objects the ledger knows as live that the pages did not cover; one the API
+   no longer has (404) gets a ``run_lost`` event.
+
+A list where nothing changed therefore costs one request. A server that does not serve the list (404 on
+its first page) is reported as such, not as a failure: an Assistants-only compatible server stays quiet.
+
+Background responses (:func:`poll_object`) have no list: each watched one is retrieved every sync until
+it is seen in a terminal status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from tracker.diff import Signal
+from tracker.events import RUN_LOST
+from tracker.lifecycle import lifecycle_for
+from tracker.snapshots import Snapshot
+from tracker.sources.openai_runs import ApiFailure, Caller, GaveUp, RunsApi
+from tracker.sources.paging import page_of, pages, read_snapshots
+from tracker.store.object_watch import ClaimedObject, ObjectOutcome
+
+# The kinds `tracker sync` follows through a list endpoint, and the one it polls by id.
+LISTED_KINDS = ("batch", "fine_tuning.job")
+WATCHED_KINDS = ("response",)
+
+
+@dataclass
+class SourcePoll:
+    """One list's snapshots, the losses it found, and how it ended."""
+
+    kind: str
+    snapshots: list[Snapshot] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
+    live: int = 0
+    error: str | None = None
+    not_served: bool = False
+
+
+@dataclass
+class ObjectPoll:
+    """One object's snapshot (none when the poll failed), a loss, and the outcome to release it with."""
+
+    snapshots: list[Snapshot]
+    outcome: ObjectOutcome
+    signals: list[Signal] = field(default_factory=list)
+
+
+def poll_source(
+    api: RunsApi,
+    caller: Caller,
+    kind: str,
+    page_size: int,
+    known_live: set[str],
+    terminal_among: Callable[[Sequence[str]], set[str]],
+) -> SourcePoll:
+    """Steps 1 and 2 of the module docstring for one list."""
+    poll = SourcePoll(kind)
+    seen: set[str] = set()
+    first_page = True
+    try:
+        for good in pages(caller, partial(api.list_objects, kind, limit=page_size), f"{kind} list"):
+            first_page = False
+            poll.snapshots.extend(good)
+            ids = [snapshot.object_id for snapshot in good]
+            seen.update(ids)
+            if terminal_among(ids):
+                break  # reached objects the ledger knows as ended: older pages hold nothing new
+        for object_id in sorted(known_live - seen):
+            try:
+                body, arrived_at = caller.call(partial(_retrieved, api, kind, object_id))
+            except ApiFailure as failure:
+                if failure.kind != "not_found":
+                    raise
+                poll.signals.append(Signal(kind, object_id, None, RUN_LOST, api.now(), {"reason": "not_found"}))
+                continue
+            poll.snapshots.extend(read_snapshots(body, arrived_at, f"{kind} {object_id}"))
+    except (ApiFailure, GaveUp) as failure:
+        # Nothing of a failed poll is kept (as for threads): the next sync reads the list whole again.
+        not_served = first_page and isinstance(failure, ApiFailure) and failure.kind == "not_found"
+        return SourcePoll(kind, error=str(failure), not_served=not_served)
+    lost = {signal.object_id for signal in poll.signals}
+    live = {snapshot.object_id for snapshot in poll.snapshots if not _terminal(snapshot)}
+    poll.live = len(live | (known_live - seen - lost))
+    return poll
+
+
+def poll_object(api: RunsApi, caller: Caller, claimed: ClaimedObject) -> ObjectPoll:
+    """Retrieve one watched object (a background response)."""
+    kind, object_id = claimed.kind, claimed.object_id
+    try:
+        body, arrived_at = caller.call(partial(_retrieved, api, kind, object_id))
+        snapshots = read_snapshots(body, arrived_at, f"{kind} {object_id}")
+    except ApiFailure as failure:
+        if failure.kind == "not_found":
+            # Gone: never created, or past the API's retention. A loss only if the ledger knew it as live.
+            signals = [Signal(kind, object_id, None, RUN_LOST, api.now(), {"reason": "not_found"})]
+            outcome = ObjectOutcome(kind, object_id, None, error=str(failure), gone=True)
+            return ObjectPoll([], outcome, signals if claimed.known_live else [])
+        return ObjectPoll([], ObjectOutcome(kind, object_id, None, error=str(failure)))
+    except GaveUp as failure:
+        return ObjectPoll([], ObjectOutcome(kind, object_id, None, error=str(failure)))
+    mine = [snapshot for snapshot in snapshots if (snapshot.kind, snapshot.object_id) == (kind, object_id)]
+    if not mine:
+        error = f"the API answered for {kind} {object_id} with another object"
+        return ObjectPoll([], ObjectOutcome(kind, object_id, None, error=error))
+    status = mine[-1].status
+    return ObjectPoll(mine, ObjectOutcome(kind, object_id, status, terminal=_terminal(mine[-1])))
+
+
+def _retrieved(api: RunsApi, kind: str, object_id: str) -> tuple[dict[str, Any], float]:
+    return page_of(api.retrieve_object(kind, object_id))
+
+
+def _terminal(snapshot: Snapshot) -> bool:
+    return lifecycle_for(snapshot.kind).is_terminal(snapshot.status)
