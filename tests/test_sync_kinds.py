@@ -26,7 +26,7 @@ from tracker.sources.openai_runs import ApiFailure, Caller, Fetched, RateLimiter
 from tracker.store import object_watch, projections
 from tracker.store.audit import verify_chain
 from tracker.sync import SyncOptions, SyncSummary, sync
-from tracker.sync_objects import poll_source
+from tracker.sync_objects import poll_listed, poll_source
 
 START = 1_800_000_000.0
 DAY = 86_400.0
@@ -169,7 +169,7 @@ def test_a_list_the_server_does_not_serve_is_reported_not_failed() -> None:
         def list_objects(self, kind: str, after: str | None, limit: int) -> Fetched:
             raise ApiFailure("not_found", "NotFoundError: 404 page not found", 404)
 
-    poll = poll_source(NoBatches(), Caller(RateLimiter(None)), "batch", 100, {"batch_live"}, lambda ids: set())
+    poll = poll_source(NoBatches(), Caller(RateLimiter(None)), "batch", 100, {"batch_live": START}, lambda ids: set())
     assert poll.not_served and poll.snapshots == [] and poll.signals == []
 
 
@@ -187,11 +187,59 @@ def test_a_known_live_batch_the_api_no_longer_has_is_lost() -> None:
         def retrieve_object(self, kind: str, object_id: str) -> Fetched:
             raise ApiFailure("not_found", f"No batch found with id '{object_id}'.", 404)
 
-    poll = poll_source(Forgetful(), Caller(RateLimiter(None)), "batch", 100, {"batch_gone"}, lambda ids: set())
+    listed = poll_source(Forgetful(), Caller(RateLimiter(None)), "batch", 100, {"batch_gone": START}, lambda ids: set())
+    assert (listed.error, listed.to_retrieve) == (None, ["batch_gone"])
+    poll = poll_listed(Forgetful(), Caller(RateLimiter(None)), "batch", "batch_gone")
     assert poll.error is None
     assert [(signal.object_id, signal.event_type, signal.group_id) for signal in poll.signals] == [
         ("batch_gone", "run_lost", None)
     ]
+
+
+class PagedList(RunsApi):
+    """A list endpoint over ``count`` batches created a second apart, newest first (no HTTP, no database)."""
+
+    def __init__(self, count: int) -> None:
+        self.ids = [f"batch_{index:04d}" for index in range(count)]
+        self.pages_served = 0
+
+    def now(self) -> float:
+        return START
+
+    def list_objects(self, kind: str, after: str | None, limit: int) -> Fetched:
+        self.pages_served += 1
+        start = 0 if after is None else self.ids.index(after) + 1
+        page = [
+            {"id": object_id, "object": "batch", "status": "in_progress", "created_at": START - start - offset}
+            for offset, object_id in enumerate(self.ids[start : start + limit])
+        ]
+        body = {"object": "list", "data": page, "has_more": start + limit < len(self.ids)}
+        return Fetched(json.dumps(body).encode(), START)
+
+
+@pytest.mark.parametrize(
+    ("live", "pages", "retrieved"),
+    [
+        # 200 live just behind 50 new ones, 3 old live ones far down: 3 pages, then 3 retrieves.
+        ([*range(50, 250), 600, 700, 800], 3, [600, 700, 800]),
+        # Live and ended mixed over the 500 newest: paging on while a page pays beats 333 retrieves.
+        ([index for index in range(500) if index % 3], 5, []),
+        # Nothing live: the first page reaches an ended object and is the only request.
+        ([], 1, []),
+    ],
+)
+def test_a_list_is_paged_while_a_page_covers_more_known_live_objects_than_one_retrieve(
+    live: list[int], pages: int, retrieved: list[int]
+) -> None:
+    api = PagedList(1000)
+    known_live = {api.ids[index]: START - index for index in live}
+    new = set(api.ids[:50]) if live and live[0] == 50 else set()
+    terminal = {object_id for object_id in api.ids if object_id not in known_live and object_id not in new}
+    poll = poll_source(api, Caller(RateLimiter(None)), "batch", 100, known_live, lambda ids: terminal & set(ids))
+    assert api.pages_served == pages
+    assert poll.to_retrieve == [api.ids[index] for index in retrieved]
+    # Every known-live object is either on a page read or retrieved.
+    assert set(known_live) <= {snapshot.object_id for snapshot in poll.snapshots} | set(poll.to_retrieve)
 
 
 def test_two_syncs_at_once_follow_each_list_once_between_them(api: Api, engine: Engine) -> None:

@@ -42,7 +42,7 @@ from tracker.store import object_watch
 from tracker.store.ledger import append_snapshots
 from tracker.store.object_watch import ObjectOutcome
 from tracker.store.watchlist import Claimed, ThreadOutcome, claim, due_count, finish_sync, release, start_sync
-from tracker.sync_objects import LISTED_KINDS, ObjectPoll, SourcePoll, poll_object, poll_source
+from tracker.sync_objects import LISTED_KINDS, ListedPoll, ObjectPoll, SourcePoll, poll_listed, poll_object, poll_source
 
 
 @dataclass(frozen=True)
@@ -197,6 +197,12 @@ def _note_object(summary: SyncSummary, outcome: ObjectOutcome) -> None:
         summary.errors.append({"kind": outcome.kind, "object_id": outcome.object_id, "error": outcome.error})
 
 
+def _note_listed(summary: SyncSummary, poll: ListedPoll) -> None:
+    if poll.error is not None:
+        summary.objects_failed += 1
+        summary.errors.append({"kind": poll.kind, "object_id": poll.object_id, "error": poll.error})
+
+
 def _note_source(summary: SyncSummary, poll: SourcePoll) -> None:
     if poll.not_served:
         summary.sources[poll.kind] = "not served"
@@ -260,7 +266,7 @@ def sync(
 
     claim_size = options.claim_size or 4 * options.concurrency
     claimed_any = False
-    in_flight: set[Future[ThreadPoll | SourcePoll | ObjectPoll]] = set()
+    in_flight: set[Future[ThreadPoll | SourcePoll | ObjectPoll | ListedPoll]] = set()
     exhausted = objects_exhausted = False
 
     def out_of_time() -> bool:
@@ -318,6 +324,10 @@ def sync(
                 if isinstance(poll, SourcePoll):
                     _note_source(summary, poll)
                     source_outcomes.append(poll)
+                    # The known-live objects its pages did not cover, retrieved on all the workers.
+                    in_flight |= {pool.submit(poll_listed, api, caller, poll.kind, one) for one in poll.to_retrieve}
+                elif isinstance(poll, ListedPoll):
+                    _note_listed(summary, poll)
                 elif isinstance(poll, ObjectPoll):
                     _note_object(summary, poll.outcome)
                     object_outcomes.append(poll.outcome)

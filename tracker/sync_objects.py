@@ -1,13 +1,17 @@
 """What one sync polls besides threads: the list endpoints it follows, and the objects it polls by id.
 
-Batches and fine-tuning jobs (:func:`poll_source`), as runs are polled per thread:
+Batches and fine-tuning jobs (:func:`poll_source`), much as runs are polled per thread:
 
-1. list them newest first, a page at a time, and stop at the first page that reaches an object the
-   ledger already knows as terminal (the list returns whole objects: those are the snapshots);
-2. retrieve, one by one, the objects the ledger knows as live that the pages did not cover; one the API
-   no longer has (404) gets a ``run_lost`` event.
+1. list them newest first, a page at a time, until a page reaches an object the ledger already knows as
+   terminal (the list returns whole objects: those are the snapshots); from there on, read one more page
+   only while it is expected to cover at least two of the known-live objects still unseen (the list is
+   ordered by ``created_at``, and the ledger knows theirs: the next page is assumed to span as much
+   time as the last one did), since a page then costs less than retrieving them one by one;
+2. retrieve the known-live objects the pages did not cover, each on its own (:func:`poll_listed`, spread
+   over the workers); one the API no longer has (404) gets a ``run_lost`` event.
 
-A list where nothing changed therefore costs one request. A server that does not serve the list (404 on
+A list where nothing changed therefore costs one request, and a project with many live batches (all
+among the newest) costs about a page per hundred of them. A server that does not serve the list (404 on
 its first page) is reported as such, not as a failure: an Assistants-only compatible server stays quiet.
 
 Background responses (:func:`poll_object`) have no list: each watched one is retrieved every sync until
@@ -36,14 +40,26 @@ WATCHED_KINDS = ("response",)
 
 @dataclass
 class SourcePoll:
-    """One list's snapshots, the losses it found, and how it ended."""
+    """One list's pages as snapshots, the known-live objects left to retrieve, and how it ended."""
 
     kind: str
     snapshots: list[Snapshot] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
+    to_retrieve: list[str] = field(default_factory=list)
     live: int = 0
     error: str | None = None
     not_served: bool = False
+
+
+@dataclass
+class ListedPoll:
+    """One known-live listed object, retrieved: its snapshot, or its loss, or the error."""
+
+    kind: str
+    object_id: str
+    snapshots: list[Snapshot] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
+    error: str | None = None
 
 
 @dataclass
@@ -60,37 +76,61 @@ def poll_source(
     caller: Caller,
     kind: str,
     page_size: int,
-    known_live: set[str],
+    known_live: dict[str, float],
     terminal_among: Callable[[Sequence[str]], set[str]],
 ) -> SourcePoll:
-    """Steps 1 and 2 of the module docstring for one list."""
+    """Step 1 of the module docstring for one list; ``known_live``: id -> ``created_at`` of the objects the
+    ledger knows as live. The objects left for step 2 are in :attr:`SourcePoll.to_retrieve`."""
     poll = SourcePoll(kind)
     seen: set[str] = set()
     first_page = True
+    reached_known = False
     try:
         for good in pages(caller, partial(api.list_objects, kind, limit=page_size), f"{kind} list"):
             first_page = False
             poll.snapshots.extend(good)
             ids = [snapshot.object_id for snapshot in good]
             seen.update(ids)
-            if terminal_among(ids):
-                break  # reached objects the ledger knows as ended: older pages hold nothing new
-        for object_id in sorted(known_live - seen):
-            try:
-                body, arrived_at = caller.call(partial(_retrieved, api, kind, object_id))
-            except ApiFailure as failure:
-                if failure.kind != "not_found":
-                    raise
-                poll.signals.append(Signal(kind, object_id, None, RUN_LOST, api.now(), {"reason": "not_found"}))
-                continue
-            poll.snapshots.extend(read_snapshots(body, arrived_at, f"{kind} {object_id}"))
+            # Past here the older pages hold nothing new: only known-live objects are left to see.
+            reached_known = reached_known or bool(terminal_among(ids))
+            if reached_known and not _next_page_pays(good, known_live, seen):
+                break
     except (ApiFailure, GaveUp) as failure:
         # Nothing of a failed poll is kept (as for threads): the next sync reads the list whole again.
         not_served = first_page and isinstance(failure, ApiFailure) and failure.kind == "not_found"
         return SourcePoll(kind, error=str(failure), not_served=not_served)
-    lost = {signal.object_id for signal in poll.signals}
+    poll.to_retrieve = sorted(known_live.keys() - seen)
     live = {snapshot.object_id for snapshot in poll.snapshots if not _terminal(snapshot)}
-    poll.live = len(live | (known_live - seen - lost))
+    poll.live = len(live) + len(poll.to_retrieve)
+    return poll
+
+
+def _next_page_pays(page: list[Snapshot], known_live: dict[str, float], seen: set[str]) -> bool:
+    """Whether the next page, spanning as much creation time as ``page`` did, holds two unseen known-live
+    objects or more (one page then saves at least one request over retrieving them)."""
+    if not page:
+        return False
+    newest, oldest = page[0].created_at, page[-1].created_at
+    floor = oldest - (newest - oldest)
+    expected = sum(
+        1 for object_id, created in known_live.items() if floor <= created <= oldest and object_id not in seen
+    )
+    return expected >= 2
+
+
+def poll_listed(api: RunsApi, caller: Caller, kind: str, object_id: str) -> ListedPoll:
+    """Step 2 for one object: retrieve it; a 404 is its loss (the ledger knows it as live)."""
+    poll = ListedPoll(kind, object_id)
+    try:
+        body, arrived_at = caller.call(partial(_retrieved, api, kind, object_id))
+        poll.snapshots = read_snapshots(body, arrived_at, f"{kind} {object_id}")
+    except ApiFailure as failure:
+        if failure.kind == "not_found":
+            poll.signals.append(Signal(kind, object_id, None, RUN_LOST, api.now(), {"reason": "not_found"}))
+        else:
+            poll.error = str(failure)
+    except GaveUp as failure:
+        poll.error = str(failure)
     return poll
 
 

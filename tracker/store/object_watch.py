@@ -26,8 +26,11 @@ ENDED = "ended"
 GONE = "gone"
 
 
-def watch_objects(engine: Engine, kind: str, object_ids: Iterable[str], now: float) -> tuple[int, int]:
-    """Add objects to poll by id; an ended or gone one becomes active again. Returns (added, revived)."""
+def watch_objects(
+    engine: Engine, kind: str, object_ids: Iterable[str], now: float, *, revive: bool = True
+) -> tuple[int, int]:
+    """Add objects to poll by id; an ended or gone one becomes active again unless ``revive`` is False
+    (a webhook's redelivery must not re-poll what a sync already saw end). Returns (added, revived)."""
     wanted = list(dict.fromkeys(object_ids))
     with begin_write(engine) as connection:
         known: dict[str, str] = {}
@@ -45,7 +48,7 @@ def watch_objects(engine: Engine, kind: str, object_ids: Iterable[str], now: flo
         ]
         if new:
             connection.execute(insert(watched_objects), new)
-        again = [object_id for object_id, status in known.items() if status != ACTIVE]
+        again = [object_id for object_id, status in known.items() if status != ACTIVE] if revive else []
         for chunk in in_chunks(again):
             connection.execute(
                 update(watched_objects)
@@ -203,13 +206,15 @@ def source_rows(engine: Engine) -> list[dict[str, Any]]:
         return [dict(row._mapping) for row in connection.execute(query)]
 
 
-def live_objects(engine: Engine, kind: str) -> set[str]:
-    """Ids of the objects of ``kind`` the ledger knows as live."""
+def live_objects(engine: Engine, kind: str) -> dict[str, float]:
+    """The objects of ``kind`` the ledger knows as live: id -> ``created_at``."""
     with engine.connect() as connection:
         rows = connection.execute(
-            select(proj_runs.c.run_id).where(and_(proj_runs.c.kind == kind, proj_runs.c.is_terminal == false()))
+            select(proj_runs.c.run_id, proj_runs.c.created_at).where(
+                and_(proj_runs.c.kind == kind, proj_runs.c.is_terminal == false())
+            )
         )
-        return {row.run_id for row in rows}
+        return {row.run_id: float(row.created_at) for row in rows}
 
 
 def terminal_among(engine: Engine, kind: str, object_ids: Sequence[str]) -> set[str]:
