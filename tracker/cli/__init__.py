@@ -10,6 +10,7 @@ from tracker.cli import (
     report_commands,
     simulate_command,
     sync_commands,
+    webhook_command,
 )
 from tracker.cli.base import cli
 
@@ -23,6 +24,7 @@ __all__ = [
     "report_commands",
     "simulate_command",
     "sync_commands",
+    "webhook_command",
 ]
 
 

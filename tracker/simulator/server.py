@@ -21,10 +21,10 @@ import traceback
 from collections import Counter
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tracker.serving import BackgroundServer
 from tracker.simulator.errors import ApiError, BadRequest, Conflict, NotFound
 from tracker.simulator.faults import FaultDice, Faults
 from tracker.simulator.model import World
@@ -71,8 +71,10 @@ class ServerStats:
             return sum(self._requests.values())
 
 
-class SimulatorServer:
+class SimulatorServer(BackgroundServer):
     """Serves ``world`` on ``host:port`` (0: any free port) from a background thread; a context manager."""
+
+    thread_name = "simulator"
 
     def __init__(
         self,
@@ -82,13 +84,11 @@ class SimulatorServer:
         faults: Faults | None = None,
         latency_s: float = 0.0,
     ) -> None:
+        super().__init__(host, port)
         self.world = world
         self.latency_s = latency_s
         self.stats = ServerStats()
-        self._address = (host, port)
         self._dice = FaultDice(faults or Faults())
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def faults(self) -> Faults:
@@ -101,37 +101,14 @@ class SimulatorServer:
     @property
     def base_url(self) -> str:
         """What ``OPENAI_BASE_URL`` takes, e.g. ``http://127.0.0.1:8765/v1``."""
-        if self._httpd is None:
-            raise RuntimeError("the simulator server is not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
+        return f"{self.root_url()}/v1"
 
-    def start(self) -> SimulatorServer:
-        if self._httpd is not None:
-            raise RuntimeError("the simulator server is already started")
-        self._httpd = _HTTPServer(self._address, self)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="simulator", daemon=True)
-        self._thread.start()
-        return self
+    def _new_server(self, address: tuple[str, int]) -> _HTTPServer:
+        return _HTTPServer(address, self)
 
-    def stop(self) -> None:
-        """Stop serving and close every open connection."""
-        if self._httpd is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.close_connections()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> SimulatorServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _before_close(self, server: ThreadingHTTPServer) -> None:
+        assert isinstance(server, _HTTPServer)
+        server.close_connections()
 
     def _roll_faults(self, route_kind: str) -> tuple[str | None, float]:
         roll = self._dice.roll(route_kind)
