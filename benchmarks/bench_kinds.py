@@ -25,15 +25,10 @@ Writes ``benchmarks/results/kinds-<timestamp>.json`` and prints a Markdown table
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -41,7 +36,6 @@ from sqlalchemy import Engine, select
 
 from benchmarks import common
 from benchmarks.bench_sync import thread_minimum
-from tests.pgserver import PostgresServer
 from tracker.simulator import ManualClock, SimulatorServer, World
 from tracker.sources.openai_runs import Caller, RateLimiter, RunsApi
 from tracker.store import object_watch, open_database
@@ -84,13 +78,8 @@ def _newest_first(collection: Any) -> list[str]:
 
 
 def phase_sync(spec: dict[str, Any]) -> dict[str, Any]:
-    command = [sys.executable, "-m", MODULE, "--phase", "simulator", "--spec", json.dumps(spec["world"])]
-    simulator = subprocess.Popen(
-        command, cwd=common.REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert simulator.stdout is not None
-    try:
-        hello = json.loads(simulator.stdout.readline())
+    with common.ChildSimulator(MODULE, spec["world"]) as simulator:
+        hello = simulator.hello
         engine = open_database(spec["url"])
         now = ManualClock(START + spec["world"]["at"] + spec["skew"]).now
         if spec["watch"]:
@@ -104,11 +93,7 @@ def phase_sync(spec: dict[str, Any]) -> dict[str, Any]:
             summary = sync(engine, RunsApi(client, clock=now), Caller(RateLimiter(None)), options, now=now)
         result = common.phase_result(watch, rss_before)
         client.close()
-        served = common.emitted(simulator.communicate("\n", timeout=300)[0], "the simulator")
-    finally:
-        if simulator.poll() is None:
-            simulator.kill()
-            simulator.wait()
+        served = simulator.finish()
     if summary.requests != served["requests"]:
         raise RuntimeError(f"the sync counted {summary.requests} requests, the simulator {served['requests']}")
     if summary.outcome != "ok" or set(summary.sources.values()) != {"ok"}:
@@ -203,23 +188,8 @@ def table_row(s: dict[str, Any]) -> str:
 
 
 def orchestrate(args: argparse.Namespace) -> int:
-    backends = common.parse_backends(args.backends)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    meta = {key: value for key, value in vars(args).items() if key not in ("phase", "spec", "output")}
-    meta |= {"command": " ".join([".venv/bin/python", "-m", MODULE, *sys.argv[1:]]), "started_utc": stamp}
-    report: dict[str, Any] = {"meta": meta, "backends": {}}
-    with tempfile.TemporaryDirectory(prefix="tracker-bench-kinds-") as tmp, contextlib.ExitStack() as stack:
-        server = stack.enter_context(PostgresServer()) if "postgresql" in backends else None
-        meta["machine"] = common.machine_info(server, ("sqlalchemy", "psycopg", "openai"))
-        meta["code"] = common.code_version()
-        databases = common.Databases(Path(tmp), server)
-        for backend in backends:
-            report["backends"][backend] = bench_backend(backend, args, databases)
-            databases.drop_all(backend)
-        meta["loadavg_end"] = os.getloadavg()
-    out = Path(args.output) if args.output else common.RESULTS_DIR / f"kinds-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    report, out = common.orchestrate_backends(MODULE, "kinds", args, bench_backend)
+    meta = report["meta"]
     print(
         f"\n{args.batches:,} batches, {args.jobs:,} fine-tuning jobs, {args.responses:,} watched responses; "
         f"latency {args.latency_ms} ms, concurrency {args.concurrency}; "
@@ -240,13 +210,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--response-history-s", type=float, default=300.0, help="responses created over")
     parser.add_argument("--retention-s", type=float, default=600.0, help="the API keeps an ended response")
     parser.add_argument("--arrival-s", type=float, default=30.0, help="mean s between new batches / jobs (0: none)")
-    parser.add_argument("--latency-ms", type=float, default=20.0, help="the simulator's latency per response")
-    parser.add_argument("--concurrency", type=int, default=16, help="SyncOptions.concurrency (worker threads)")
-    parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     parser.add_argument("--moving-syncs", type=int, default=3, help="syncs after the idle one, the clock moving")
     parser.add_argument("--step-s", type=float, default=60.0, help="simulated seconds before each moving sync")
-    parser.add_argument("--seed", type=int, default=7, help="the world's seed")
-    parser.add_argument("--output", help="results file (default benchmarks/results/kinds-<timestamp>.json)")
+    common.add_sync_arguments(parser)
     common.add_phase_arguments(parser, PHASES)
     return parser.parse_args(argv)
 

@@ -34,16 +34,11 @@ Writes ``benchmarks/results/sync-<timestamp>.json`` and prints Markdown tables.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import openai
@@ -51,7 +46,6 @@ from sqlalchemy import Engine, select
 
 import tracker.sync as tracker_sync
 from benchmarks import common
-from tests.pgserver import PostgresServer
 from tracker.simulator import ManualClock, SimulatorServer, World
 from tracker.sources.openai_runs import Caller, RateLimiter, RunsApi
 from tracker.store import open_database, watchlist
@@ -130,13 +124,8 @@ def _timed(name: str, spent: dict[str, float]) -> None:
 
 
 def phase_sync(spec: dict[str, Any]) -> dict[str, Any]:
-    command = [sys.executable, "-m", MODULE, "--phase", "simulator", "--spec", json.dumps(spec["world"])]
-    simulator = subprocess.Popen(
-        command, cwd=common.REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert simulator.stdout is not None
-    try:
-        hello = json.loads(simulator.stdout.readline())
+    with common.ChildSimulator(MODULE, spec["world"]) as simulator:
+        hello = simulator.hello
         engine = open_database(spec["url"])
         now = ManualClock(START + spec["world"]["at"] + spec["skew"]).now
         if spec["watch"]:
@@ -144,7 +133,8 @@ def phase_sync(spec: dict[str, Any]) -> dict[str, Any]:
         known = _known_runs(engine)
         client = openai.OpenAI(base_url=hello["base_url"], api_key="sk-bench", max_retries=0)
         caller = TimedCaller(RateLimiter(None), sleep=time.sleep)
-        options = SyncOptions(concurrency=spec["concurrency"], claim_size=spec["claim_size"])
+        # Threads only: the lists of batches and fine-tuning jobs are bench_kinds' subject.
+        options = SyncOptions(concurrency=spec["concurrency"], claim_size=spec["claim_size"], listed_kinds=())
         spent = dict.fromkeys(STORE_CALLS, 0.0)
         for name in STORE_CALLS:
             _timed(name, spent)
@@ -154,11 +144,7 @@ def phase_sync(spec: dict[str, Any]) -> dict[str, Any]:
         main_cpu = time.thread_time() - main_cpu
         result = common.phase_result(watch, rss_before)  # before anything else can raise the peak
         client.close()
-        served = common.emitted(simulator.communicate("\n", timeout=300)[0], "the simulator")
-    finally:
-        if simulator.poll() is None:
-            simulator.kill()
-            simulator.wait()
+        served = simulator.finish()
     if summary.requests != served["requests"]:
         raise RuntimeError(f"the sync counted {summary.requests} requests, the simulator {served['requests']}")
     if summary.threads_polled != len(served["order"]) or summary.outcome != "ok":
@@ -286,28 +272,9 @@ def print_tables(report: dict[str, Any]) -> None:
 
 
 def orchestrate(args: argparse.Namespace) -> int:
-    backends = common.parse_backends(args.backends)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    meta = {key: value for key, value in vars(args).items() if key not in ("phase", "spec", "output")}
-    meta |= {"command": " ".join([".venv/bin/python", "-m", MODULE, *sys.argv[1:]]), "started_utc": stamp}
-    report: dict[str, Any] = {"meta": meta, "backends": {}}
-    with tempfile.TemporaryDirectory(prefix="tracker-bench-sync-") as tmp, contextlib.ExitStack() as stack:
-        if "postgresql" in backends:
-            common.log("starting a throwaway PostgreSQL (tests/pgserver.py)")
-        server = stack.enter_context(PostgresServer()) if "postgresql" in backends else None
-        meta["machine"] = common.machine_info(server, ("sqlalchemy", "psycopg", "openai", "httpx2"))
-        meta["code"] = common.code_version()
-        databases = common.Databases(Path(tmp), server)
-        for backend in backends:
-            report["backends"][backend] = bench_backend(backend, args, databases)
-            databases.drop_all(backend)
-        meta["loadavg_end"] = os.getloadavg()
-        meta["code_changed_during_run"] = common.code_version() != meta["code"]
-    if meta["code_changed_during_run"]:
-        common.log("WARNING: tracker/ or migrations/ changed during the run; the syncs measured different code")
-    out = Path(args.output) if args.output else common.RESULTS_DIR / f"sync-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    report, out = common.orchestrate_backends(
+        MODULE, "sync", args, bench_backend, ("sqlalchemy", "psycopg", "openai", "httpx2")
+    )
     print_tables(report)
     common.log(f"results written to {out}")
     return 0
@@ -317,15 +284,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=10_000, help="watched threads")
     parser.add_argument("--runs-per-thread", type=int, default=3, help="runs per thread at the start")
-    parser.add_argument("--latency-ms", type=float, default=20.0, help="the simulator's latency per response")
-    parser.add_argument("--concurrency", type=int, default=16, help="SyncOptions.concurrency (worker threads)")
     parser.add_argument("--claim-size", type=int, help="SyncOptions.claim_size (default: the tracker's)")
-    parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     parser.add_argument("--moving-syncs", type=int, default=5, help="syncs after the idle one, the clock moving")
     parser.add_argument("--step-s", type=float, default=20.0, help="simulated seconds before each moving sync")
     parser.add_argument("--arrival-s", type=float, default=600.0, help="mean s between new runs per thread (0: none)")
-    parser.add_argument("--seed", type=int, default=7, help="the world's seed")
-    parser.add_argument("--output", help="results file (default benchmarks/results/sync-<timestamp>.json)")
+    common.add_sync_arguments(parser)
     common.add_phase_arguments(parser, PHASES)
     return parser.parse_args(argv)
 

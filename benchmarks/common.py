@@ -9,6 +9,7 @@ and can time the database work alone, excluding the (cheap) reading of the file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import itertools
 import json
@@ -20,11 +21,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -388,3 +390,76 @@ def _short(filename: str) -> str:
         if marker in filename:
             return filename.split(marker, 1)[1]
     return filename
+
+
+# -- benchmarks of `tracker sync` against the simulator (bench_sync, bench_kinds) -------------------------
+
+
+def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every sync benchmark takes: latency, concurrency, backends, seed, output file."""
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="the simulator's latency per response")
+    parser.add_argument("--concurrency", type=int, default=16, help="SyncOptions.concurrency (worker threads)")
+    parser.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
+    parser.add_argument("--seed", type=int, default=7, help="the world's seed")
+    parser.add_argument("--output", help="results file (default benchmarks/results/<name>-<timestamp>.json)")
+
+
+class ChildSimulator:
+    """The ``simulator`` phase of ``module`` in a child process (off the tracker's GIL), for one sync.
+
+    ``hello`` is what it printed first (its base URL ...); :meth:`finish` tells it the sync is over and
+    returns what it served. A context manager that kills the child if the sync fails.
+    """
+
+    def __init__(self, module: str, world: dict[str, Any]) -> None:
+        command = [sys.executable, "-m", module, "--phase", "simulator", "--spec", json.dumps(world)]
+        self._process = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self._process.stdout is not None
+        self.hello: dict[str, Any] = json.loads(self._process.stdout.readline())
+
+    def finish(self) -> dict[str, Any]:
+        return emitted(self._process.communicate("\n", timeout=300)[0], "the simulator")
+
+    def __enter__(self) -> ChildSimulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
+
+def orchestrate_backends(
+    module: str,
+    name: str,
+    args: argparse.Namespace,
+    bench_backend: Callable[[str, argparse.Namespace, Databases], Any],
+    packages: Iterable[str] = ("sqlalchemy", "psycopg", "openai"),
+) -> tuple[dict[str, Any], Path]:
+    """Run ``bench_backend`` per ``--backends`` on fresh databases (a throwaway PostgreSQL when asked) and
+    write the report (``meta``: the command, machine, code, load; ``backends``: the results) as JSON."""
+    backends = parse_backends(args.backends)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    meta = {key: value for key, value in vars(args).items() if key not in ("phase", "spec", "output")}
+    meta |= {"command": " ".join([".venv/bin/python", "-m", module, *sys.argv[1:]]), "started_utc": stamp}
+    report: dict[str, Any] = {"meta": meta, "backends": {}}
+    with tempfile.TemporaryDirectory(prefix=f"tracker-bench-{name}-") as tmp, contextlib.ExitStack() as stack:
+        if "postgresql" in backends:
+            log("starting a throwaway PostgreSQL (tests/pgserver.py)")
+        server = stack.enter_context(PostgresServer()) if "postgresql" in backends else None
+        meta["machine"] = machine_info(server, packages)
+        meta["code"] = code_version()
+        databases = Databases(Path(tmp), server)
+        for backend in backends:
+            report["backends"][backend] = bench_backend(backend, args, databases)
+            databases.drop_all(backend)
+        meta["loadavg_end"] = os.getloadavg()
+        meta["code_changed_during_run"] = code_version() != meta["code"]
+    if meta["code_changed_during_run"]:
+        log("WARNING: tracker/ or migrations/ changed during the run; the syncs measured different code")
+    out = Path(args.output) if args.output else RESULTS_DIR / f"{name}-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return report, out
