@@ -21,7 +21,7 @@ from sqlalchemy import Engine, text
 
 from tracker.cli import cli
 from tracker.lifecycle import BATCH
-from tracker.simulator import ManualClock, SimulatorServer, World
+from tracker.simulator import Faults, ManualClock, SimulatorServer, Trigger, World
 from tracker.sources.openai_runs import ApiFailure, Caller, Fetched, RateLimiter, RunsApi
 from tracker.store import object_watch, projections
 from tracker.store.audit import verify_chain
@@ -255,6 +255,36 @@ def test_two_syncs_at_once_follow_each_list_once_between_them(api: Api, engine: 
     assert _current(engine, "batch") == _served(api, "batch")
     assert verify_chain(engine).ok
     assert projections.verify_rebuild(engine).clean
+
+
+def test_faults_on_the_new_routes_are_retried_and_lose_nothing(api: Api, engine: Engine) -> None:
+    api.world.populate_kinds(batches=150, fine_tuning_jobs=8, history_s=DAY)
+    ids = api.world.populate_kinds(responses=6, history_s=60.0).responses
+    object_watch.watch_objects(engine, "response", ids, START)
+    routes = frozenset({"list_batches", "retrieve_batch", "list_fine_tuning_jobs", "retrieve_response"})
+    faults = Faults(server_error=Trigger(every=3), malformed=Trigger(every=5), retry_after_s=0.0, routes=routes)
+    api.server.set_faults(faults)
+    summary = api.sync(engine)
+    assert summary.outcome == "ok", summary.errors
+    assert summary.retries > 0 and api.server.stats.faults
+    assert _current(engine, "batch") == _served(api, "batch")
+    assert _current(engine, "fine_tuning.job") == _served(api, "fine_tuning.job")
+    assert set(_current(engine, "response")) == set(ids)
+
+
+def test_a_list_that_keeps_failing_fails_the_sync_and_keeps_nothing_of_it(api: Api, engine: Engine) -> None:
+    api.world.populate_kinds(batches=150, fine_tuning_jobs=3, history_s=DAY)
+    api.server.set_faults(Faults(server_error=Trigger(p=1.0), routes=frozenset({"list_batches"})))
+    summary = api.sync(engine)
+    assert summary.outcome == "partial" and summary.sources == {"batch": "failed", "fine_tuning.job": "ok"}
+    assert [error["kind"] for error in summary.errors] == ["batch"]
+    assert _current(engine, "batch") == {}
+    assert len(_current(engine, "fine_tuning.job")) == 3
+    (source,) = [row for row in object_watch.source_rows(engine) if row["source"] == "batch"]
+    assert source["last_error"] and source["last_synced_at"] is None
+    api.server.set_faults(Faults())
+    assert api.sync(engine).sources["batch"] == "ok"
+    assert _current(engine, "batch") == _served(api, "batch")
 
 
 # --- background responses: polled by id -------------------------------------------------------------------
