@@ -21,6 +21,7 @@ from sqlalchemy import Engine, text
 
 from tracker.cli import cli
 from tracker.lifecycle import BATCH
+from tracker.redaction import load_policy
 from tracker.simulator import Faults, ManualClock, SimulatorServer, Trigger, World
 from tracker.sources.openai_runs import ApiFailure, Caller, Fetched, RateLimiter, RunsApi
 from tracker.store import object_watch, projections
@@ -285,6 +286,21 @@ def test_a_list_that_keeps_failing_fails_the_sync_and_keeps_nothing_of_it(api: A
     api.server.set_faults(Faults())
     assert api.sync(engine).sources["batch"] == "ok"
     assert _current(engine, "batch") == _served(api, "batch")
+
+
+def test_a_redaction_policy_applies_to_every_kind_the_sync_records(api: Api, engine: Engine) -> None:
+    api.world.populate_kinds(batches=5, history_s=DAY)
+    ids = api.world.populate_kinds(responses=3, history_s=60.0).responses
+    object_watch.watch_objects(engine, "response", ids, START)
+    policy = load_policy(options=["model=hash", "background=drop"], salt=b"kinds-salt-0123456789")
+    summary = api.sync(engine, redaction=policy)
+    assert summary.outcome == "ok"
+    models = {row["model"] for row in _rows(engine, "SELECT model FROM object_current")}
+    assert models and all(model.startswith("hmac-sha256:") for model in models)
+    first_seen = _rows(engine, "SELECT data FROM run_events WHERE event_type = 'first_seen' AND kind = 'response'")
+    assert first_seen and not any('"background"' in str(row["data"]) for row in first_seen)
+    sources = {row["s"] for row in _rows(engine, "SELECT DISTINCT CAST(source AS TEXT) AS s FROM run_events")}
+    assert all(json.loads(source)["redaction"] == policy.fingerprint for source in sources)
 
 
 # --- background responses: polled by id -------------------------------------------------------------------
