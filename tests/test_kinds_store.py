@@ -18,13 +18,16 @@ from sqlalchemy import Engine, text
 
 from tests.test_export import _assert_ok, _export, _records
 from tracker.ingest import ingest_lines
+from tracker.signing import SigningKey
 from tracker.store import projections
 from tracker.store.audit import verify_chain
 from tracker.store.export import ExportSelection
+from tracker.store.retention import purge
 
 C = 1_767_225_600
 DAY = 86_400
 NOW = 1_800_000_000.0
+OLD = NOW - 300 * DAY
 
 RUN = {
     "id": "run_1",
@@ -283,3 +286,27 @@ def test_every_example_query_of_the_sql_doc_runs_on_both_databases(kinds: Engine
     assert (failure["model"], failure["failure_rate"], failure["responses"]) == ("gpt-4.1", 1.0, 1)
     (tuning,) = answered["-- fine-tune wall time (created -> finished) and time spent running, per base model"]
     assert (tuning["jobs"], tuning["avg_wall_s"], tuning["avg_running_s"]) == (1, 3600, None)
+
+
+def test_after_a_purge_object_durations_keep_the_archived_history(
+    engine: Engine, key: SigningKey, tmp_path: Path
+) -> None:
+    envelopes = _envelopes()
+    early, late = envelopes[:3], envelopes[3:]  # the run, the batch validating and in progress; then the rest
+    for recorded_at, part in ((OLD, early), (NOW, late)):
+        lines = [json.dumps(envelope).encode() for envelope in part]
+        ingest_lines(engine, lines, lambda recorded_at=recorded_at: recorded_at, source={"ingest": "kinds.jsonl"})
+    purge(engine, key, lambda: NOW + 200 * DAY, before=OLD + 1, min_age_days=183, archive_path=tmp_path / "a.jsonl")
+    assert verify_chain(engine).ok
+    assert projections.verify_rebuild(engine).clean
+    seconds = _rows(engine, "SELECT status, seconds FROM object_durations WHERE object_id = 'batch_1' ORDER BY status")
+    assert {row["status"]: row["seconds"] for row in seconds} == {
+        "completed": 0.0,
+        "finalizing": 300.0,
+        "in_progress": 2960.0,
+        "validating": 40.0,  # its transitions were purged; the archived state still counts them
+    }
+    intervals = _rows(engine, "SELECT status FROM object_status_intervals WHERE object_id = 'batch_1'")
+    assert {row["status"] for row in intervals} == {"finalizing", "completed"}
+    (batch,) = _rows(engine, "SELECT archived, status FROM object_current WHERE object_id = 'batch_1'")
+    assert bool(batch["archived"]) and batch["status"] == "completed"
