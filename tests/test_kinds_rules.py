@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_lifecycle_rules import Ledger, feed, moves, only, state_of
+from tests.test_lifecycle_rules import Ledger, feed, moves, only, state_of, types
 from tracker.events import (
     FIELDS_CHANGED,
     FIRST_SEEN,
@@ -140,6 +140,14 @@ def test_a_batch_live_an_hour_past_its_window_is_stale_once() -> None:
     assert stale.data["deadline"] == C + DAY and stale.data["overdue_s"] == 3700.0
     again = ledger.feed(batch("in_progress", C + DAY + 4000, in_progress_at=C + 40))
     assert again.events == []
+
+
+def test_a_batch_finalizing_or_cancelling_past_its_window_is_not_stale() -> None:
+    ledger = Ledger()
+    finalizing = batch("finalizing", C + DAY + 7200, in_progress_at=C + 40, finalizing_at=C + DAY - 60)
+    cancelling = batch("cancelling", C + DAY + 9000, in_progress_at=C + 40, cancelling_at=C + DAY + 8000)
+    assert RUN_STALE not in types(ledger.feed(finalizing).events)
+    assert RUN_STALE not in types(Ledger().feed(cancelling).events)
 
 
 def test_request_counts_moving_are_field_changes_and_reingest_adds_nothing() -> None:

@@ -8,6 +8,7 @@ check with the standard library alone.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -20,8 +21,9 @@ from tests.test_export import _assert_ok, _export, _records
 from tracker.ingest import ingest_lines
 from tracker.signing import SigningKey
 from tracker.store import projections
-from tracker.store.audit import verify_chain
+from tracker.store.audit import _body_sql, verify_chain
 from tracker.store.export import ExportSelection
+from tracker.store.migrate import current_revision, downgrade, head_revision
 from tracker.store.retention import purge
 
 C = 1_767_225_600
@@ -310,3 +312,23 @@ def test_after_a_purge_object_durations_keep_the_archived_history(
     assert {row["status"] for row in intervals} == {"finalizing", "completed"}
     (batch,) = _rows(engine, "SELECT archived, status FROM object_current WHERE object_id = 'batch_1'")
     assert bool(batch["archived"]) and batch["status"] == "completed"
+
+
+def test_verifys_fast_path_assembles_a_null_group_exactly(kinds: Engine) -> None:
+    """The database assembles each body's text for `audit verify`; a null thread_id must come out as JSON
+    null there too, or every groupless event would fall back on the slow exact check."""
+    query = f"SELECT prev_hash, hash, {_body_sql(kinds.dialect.name)} FROM run_events WHERE thread_id IS NULL"
+    with kinds.connect() as connection:
+        rows = connection.execute(text(query)).all()
+    assert len(rows) > 10
+    for prev_hash, stored_hash, head, observed, occurred, recorded, tail in rows:
+        body = f'{head}{observed},"occurred_at":{occurred},"recorded_at":{recorded}{tail}'
+        assert '"thread_id":null' in body
+        assert hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest() == stored_hash
+
+
+def test_a_log_with_groupless_objects_refuses_to_go_below_0004(kinds: Engine) -> None:
+    with pytest.raises(RuntimeError, match="objects without a group"):
+        downgrade(kinds, "0003")
+    assert current_revision(kinds) == head_revision()
+    assert verify_chain(kinds).ok

@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -20,14 +21,16 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, text
 
 from tracker.cli import cli
+from tracker.ingest import ingest_lines
 from tracker.lifecycle import BATCH
 from tracker.redaction import load_policy
 from tracker.simulator import Faults, ManualClock, SimulatorServer, Trigger, World
 from tracker.sources.openai_runs import ApiFailure, Caller, Fetched, RateLimiter, RunsApi
-from tracker.store import object_watch, projections
+from tracker.store import object_watch, projections, watchlist
 from tracker.store.audit import verify_chain
+from tracker.store.object_watch import ClaimedSource
 from tracker.sync import SyncOptions, SyncSummary, sync
-from tracker.sync_objects import poll_listed, poll_source
+from tracker.sync_objects import LISTED_KINDS, SourcePoll, poll_listed, poll_source
 
 START = 1_800_000_000.0
 DAY = 86_400.0
@@ -139,111 +142,153 @@ def test_new_batches_are_found_on_the_first_pages_and_older_live_ones_retrieved(
     api.sync(engine, listed_kinds=("batch",))
     assert "validating" not in _current(engine, "batch").values()
     create = {"input_file_id": "file-abc", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
-    older, middle, newest = (api.world.batches.create(**create)["id"] for _ in range(3))
-    api.clock.advance(1)
+    created = []
+    for _ in range(3):
+        created.append(api.world.batches.create(**create)["id"])
+        api.clock.advance(10)
+    older = created[0]
 
-    # Page by page (one batch a page): the three new ones, then an ended one, which stops the paging.
+    # Page by page (one batch a page): the three new ones, the newest the last sync saw (not older than
+    # itself), then one older than it, which stops the paging.
     first = api.sync(engine, listed_kinds=("batch",), page_size=1)
-    assert first.requests == 4
-    assert {older, middle, newest} <= set(_current(engine, "batch"))
+    assert first.requests == 5
+    assert set(created) <= set(_current(engine, "batch"))
 
-    # The newest ends (cancelled); the next sync still pages through it (the ledger knew it live) ...
-    api.world.batches.cancel(newest)
-    api.clock.advance(900)
-    api.sync(engine, listed_kinds=("batch",), page_size=1)
-    assert _current(engine, "batch")[newest] == "cancelled"
-    # ... and from then on the first page stops at it: the two live ones behind it are retrieved by id.
-    live = {object_id for object_id in (older, middle) if _current(engine, "batch")[object_id] not in BATCH.terminal}
-    assert live, "the two older batches are still running"
-    third = api.sync(engine, listed_kinds=("batch",), page_size=1)
-    assert third.requests == 1 + len(live)
+    # Nothing new since: the pages stop at the first batch older than the newest seen (the second page);
+    # the live batch behind it is retrieved by id, not paged to.
+    api.clock.advance(1)
+    again = api.sync(engine, listed_kinds=("batch",), page_size=1)
+    live_behind = int(_current(engine, "batch")[older] not in BATCH.terminal)
+    assert again.requests == 2 + live_behind
+    assert api.route_requests("/v1/batches/{batch_id}") == live_behind
 
 
-def test_a_list_the_server_does_not_serve_is_reported_not_failed() -> None:
-    class NoBatches(RunsApi):
-        def __init__(self) -> None:
-            pass
+def test_an_ingested_ended_batch_does_not_hide_the_older_pages(api: Api, engine: Engine, tmp_path: Path) -> None:
+    api.world.populate_kinds(batches=250, history_s=2 * DAY)
+    newest = api.world.batches.list(limit=1)["data"][0]
+    ended = {**newest, "status": "completed", "completed_at": newest["created_at"] + 60}
+    ingest_lines(engine, [json.dumps(ended).encode()], api.clock.now, source={"ingest": "export.jsonl"})
+    summary = api.sync(engine, listed_kinds=("batch",))
+    assert summary.sources == {"batch": "ok"}
+    assert set(_current(engine, "batch")) == set(api.world.batches.ids())  # all 250, not the first page
+    assert api.route_requests("/v1/batches") == 3
 
-        def now(self) -> float:
-            return START
 
-        def list_objects(self, kind: str, after: str | None, limit: int) -> Fetched:
-            raise ApiFailure("not_found", "NotFoundError: 404 page not found", 404)
+def test_a_live_batch_recorded_from_elsewhere_is_not_retrieved_nor_lost(api: Api, engine: Engine) -> None:
+    api.world.populate_kinds(batches=5, history_s=DAY)
+    other = {"id": "batch_other_project", "object": "batch", "status": "in_progress", "created_at": START - DAY}
+    ingest_lines(engine, [json.dumps(other).encode()], api.clock.now, source={"ingest": "export.jsonl"})
+    for _ in range(2):
+        summary = api.sync(engine, listed_kinds=("batch",))
+        assert summary.requests == 1
+    events = _rows(engine, "SELECT event_type FROM run_events WHERE run_id = 'batch_other_project'")
+    assert "run_lost" not in {row["event_type"] for row in events}
 
-    poll = poll_source(NoBatches(), Caller(RateLimiter(None)), "batch", 100, {"batch_live": START}, lambda ids: set())
-    assert poll.not_served and poll.snapshots == [] and poll.signals == []
+
+class FakeList(RunsApi):
+    """A list endpoint over ``count`` batches created a second apart, newest first (no HTTP, no database);
+    ``broken``: indexes of objects served without a status; ``failure``: what every list request raises."""
+
+    def __init__(self, count: int, broken: frozenset[int] = frozenset(), failure: ApiFailure | None = None) -> None:
+        self.ids = [f"batch_{index:04d}" for index in range(count)]
+        self.pages_served = 0
+        self.broken = broken
+        self.failure = failure
+
+    def now(self) -> float:
+        return START
+
+    def list_objects(self, kind: str, after: str | None, limit: int) -> Fetched:
+        if self.failure is not None:
+            raise self.failure
+        self.pages_served += 1
+        start = 0 if after is None else self.ids.index(after) + 1
+        page = [
+            {"id": object_id, "object": "batch", "status": "in_progress", "created_at": START - index}
+            for index, object_id in enumerate(self.ids[start : start + limit], start)
+        ]
+        for item in page:
+            if int(item["id"][-4:]) in self.broken:
+                del item["status"]
+        body = {"object": "list", "data": page, "has_more": start + limit < len(self.ids)}
+        return Fetched(json.dumps(body).encode(), START)
+
+    def retrieve_object(self, kind: str, object_id: str) -> Fetched:
+        raise ApiFailure("not_found", f"No batch found with id '{object_id}'.", 404)
+
+
+def _poll(api: FakeList, known_live: dict[str, float], newest_seen_at: float | None = START) -> SourcePoll:
+    source = ClaimedSource("batch", "http://127.0.0.1:1/v1", newest_seen_at)
+    return poll_source(api, Caller(RateLimiter(None)), source, 100, known_live)
+
+
+@pytest.mark.parametrize(
+    ("new", "live", "pages", "retrieved"),
+    [
+        # 50 new, 200 live just behind them, 3 old live ones far down: 3 pages, then 3 retrieves.
+        (50, [*range(50, 250), 600, 700, 800], 3, [600, 700, 800]),
+        # Live and ended mixed over the 500 newest: paging on while a page pays beats 333 retrieves.
+        (0, [index for index in range(500) if index % 3], 5, []),
+        # Nothing new, nothing live: the first page reaches what the last poll saw and is the only request.
+        (0, [], 1, []),
+    ],
+)
+def test_a_list_is_paged_while_a_page_covers_more_known_live_objects_than_one_retrieve(
+    new: int, live: list[int], pages: int, retrieved: list[int]
+) -> None:
+    api = FakeList(1000)
+    known_live = {api.ids[index]: START - index for index in live}
+    poll = _poll(api, known_live, newest_seen_at=START - new)
+    assert api.pages_served == pages
+    assert poll.to_retrieve == [api.ids[index] for index in retrieved]
+    # Every known-live object is either on a page read or retrieved.
+    assert set(known_live) <= {snapshot.object_id for snapshot in poll.snapshots} | set(poll.to_retrieve)
+    assert poll.newest_seen_at == START
+
+
+def test_the_first_poll_of_a_list_reads_it_to_its_end() -> None:
+    api = FakeList(1000)
+    poll = _poll(api, {}, newest_seen_at=None)
+    assert (api.pages_served, len(poll.snapshots), poll.state) == (10, 1000, "ok")
+
+
+def test_an_unreadable_object_on_a_page_is_reported_and_the_rest_kept() -> None:
+    api = FakeList(250, broken=frozenset({7, 120}))
+    poll = _poll(api, {}, newest_seen_at=None)
+    assert (poll.state, len(poll.snapshots), api.pages_served) == ("ok", 248, 3)
+    assert poll.rejected == [
+        "batch list: data[7]: field 'status': required, missing",
+        "batch list: data[20]: field 'status': required, missing",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("failure", "state"),
+    [
+        (ApiFailure("not_found", "NotFoundError: 404 page not found", 404), "not served"),
+        (ApiFailure("client", "PermissionDeniedError: 403 insufficient scope", 403), "not permitted"),
+        (ApiFailure("client", "AuthenticationError: 401 bad key", 401), "failed"),
+    ],
+)
+def test_a_list_the_server_does_not_serve_or_the_key_may_not_read_is_reported_not_failed(
+    failure: ApiFailure, state: str
+) -> None:
+    poll = _poll(FakeList(5, failure=failure), {"batch_live": START})
+    assert (poll.state, poll.snapshots, poll.to_retrieve) == (state, [], [])
 
 
 def test_a_known_live_batch_the_api_no_longer_has_is_lost() -> None:
-    class Forgetful(RunsApi):
-        def __init__(self) -> None:
-            pass
-
-        def now(self) -> float:
-            return START
-
-        def list_objects(self, kind: str, after: str | None, limit: int) -> Fetched:
-            return Fetched(b'{"object": "list", "data": [], "has_more": false}', START)
-
-        def retrieve_object(self, kind: str, object_id: str) -> Fetched:
-            raise ApiFailure("not_found", f"No batch found with id '{object_id}'.", 404)
-
-    listed = poll_source(Forgetful(), Caller(RateLimiter(None)), "batch", 100, {"batch_gone": START}, lambda ids: set())
+    api = FakeList(0)
+    listed = _poll(api, {"batch_gone": START})
     assert (listed.error, listed.to_retrieve) == (None, ["batch_gone"])
-    poll = poll_listed(Forgetful(), Caller(RateLimiter(None)), "batch", "batch_gone")
+    poll = poll_listed(api, Caller(RateLimiter(None)), "batch", "batch_gone")
     assert poll.error is None
     assert [(signal.object_id, signal.event_type, signal.group_id) for signal in poll.signals] == [
         ("batch_gone", "run_lost", None)
     ]
 
 
-class PagedList(RunsApi):
-    """A list endpoint over ``count`` batches created a second apart, newest first (no HTTP, no database)."""
-
-    def __init__(self, count: int) -> None:
-        self.ids = [f"batch_{index:04d}" for index in range(count)]
-        self.pages_served = 0
-
-    def now(self) -> float:
-        return START
-
-    def list_objects(self, kind: str, after: str | None, limit: int) -> Fetched:
-        self.pages_served += 1
-        start = 0 if after is None else self.ids.index(after) + 1
-        page = [
-            {"id": object_id, "object": "batch", "status": "in_progress", "created_at": START - start - offset}
-            for offset, object_id in enumerate(self.ids[start : start + limit])
-        ]
-        body = {"object": "list", "data": page, "has_more": start + limit < len(self.ids)}
-        return Fetched(json.dumps(body).encode(), START)
-
-
-@pytest.mark.parametrize(
-    ("live", "pages", "retrieved"),
-    [
-        # 200 live just behind 50 new ones, 3 old live ones far down: 3 pages, then 3 retrieves.
-        ([*range(50, 250), 600, 700, 800], 3, [600, 700, 800]),
-        # Live and ended mixed over the 500 newest: paging on while a page pays beats 333 retrieves.
-        ([index for index in range(500) if index % 3], 5, []),
-        # Nothing live: the first page reaches an ended object and is the only request.
-        ([], 1, []),
-    ],
-)
-def test_a_list_is_paged_while_a_page_covers_more_known_live_objects_than_one_retrieve(
-    live: list[int], pages: int, retrieved: list[int]
-) -> None:
-    api = PagedList(1000)
-    known_live = {api.ids[index]: START - index for index in live}
-    new = set(api.ids[:50]) if live and live[0] == 50 else set()
-    terminal = {object_id for object_id in api.ids if object_id not in known_live and object_id not in new}
-    poll = poll_source(api, Caller(RateLimiter(None)), "batch", 100, known_live, lambda ids: terminal & set(ids))
-    assert api.pages_served == pages
-    assert poll.to_retrieve == [api.ids[index] for index in retrieved]
-    # Every known-live object is either on a page read or retrieved.
-    assert set(known_live) <= {snapshot.object_id for snapshot in poll.snapshots} | set(poll.to_retrieve)
-
-
-def test_two_syncs_at_once_follow_each_list_once_between_them(api: Api, engine: Engine) -> None:
+def test_two_syncs_at_once_never_page_one_list_together_and_lose_nothing(api: Api, engine: Engine) -> None:
     api.world.populate_kinds(batches=60, fine_tuning_jobs=20, history_s=DAY)
     results: list[SyncSummary] = []
     workers = [threading.Thread(target=lambda: results.append(api.sync(engine))) for _ in range(2)]
@@ -251,8 +296,10 @@ def test_two_syncs_at_once_follow_each_list_once_between_them(api: Api, engine: 
         worker.start()
     for worker in workers:
         worker.join()
-    followed = [state for result in results for state in result.sources.values()]
-    assert sorted(followed) in (["busy", "busy", "ok", "ok"], ["ok", "ok", "ok", "ok"])
+    # Each list was followed by one sync or by both one after the other (a lease is held while paging only).
+    for kind in LISTED_KINDS:
+        states = sorted(result.sources[kind] for result in results)
+        assert states in (["busy", "ok"], ["ok", "ok"]), (kind, states)
     assert _current(engine, "batch") == _served(api, "batch")
     assert verify_chain(engine).ok
     assert projections.verify_rebuild(engine).clean
@@ -281,7 +328,7 @@ def test_a_list_that_keeps_failing_fails_the_sync_and_keeps_nothing_of_it(api: A
     assert [error["kind"] for error in summary.errors] == ["batch"]
     assert _current(engine, "batch") == {}
     assert len(_current(engine, "fine_tuning.job")) == 3
-    (source,) = [row for row in object_watch.source_rows(engine) if row["source"] == "batch"]
+    (source,) = [row for row in object_watch.source_rows(engine) if row["kind"] == "batch"]
     assert source["last_error"] and source["last_synced_at"] is None
     api.server.set_faults(Faults())
     assert api.sync(engine).sources["batch"] == "ok"
@@ -321,6 +368,22 @@ def test_watched_responses_are_polled_until_they_end_then_never_again(api: Api, 
     assert (idle.objects_polled, idle.requests, idle.events_appended) == (0, 0, 0)
 
 
+def test_watched_responses_are_polled_before_threads_when_time_runs_short(api: Api, engine: Engine) -> None:
+    watchlist.watch(engine, api.world.populate(40, 1, history_s=60.0), START)
+    ids = api.world.populate_kinds(responses=5, history_s=60.0).responses
+    object_watch.watch_objects(engine, "response", ids, START)
+    ticks = iter(range(1_000_000))
+    client = openai.OpenAI(base_url=api.server.base_url, api_key=API_KEY, max_retries=0)
+    try:
+        options = SyncOptions(cadence=None, listed_kinds=(), max_runtime=3.0, claim_size=5, concurrency=1)
+        summary = sync(engine, RunsApi(client, clock=api.clock.now), Caller(RateLimiter(None)), options,
+                       now=lambda: START + next(ticks))  # fmt: skip
+    finally:
+        client.close()
+    assert summary.stopped_early
+    assert summary.objects_polled == 5 and summary.threads_polled < 40
+
+
 def test_a_response_gone_past_the_apis_retention_while_live_is_recorded_lost(api: Api, engine: Engine) -> None:
     response = api.world.responses.create(model="gpt-4.1", background=True, input="Summarise the report")
     object_watch.watch_objects(engine, "response", [response["id"]], START)
@@ -357,7 +420,7 @@ def test_watch_response_and_sync_from_the_command_line(
 ) -> None:
     ids = api.world.populate_kinds(responses=3, batches=5, history_s=60.0).responses
     runner = CliRunner()
-    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": api.server.base_url}
+    env = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": api.server.base_url, "OPENAI_PROJECT_ID": "proj_demo"}
     watched = runner.invoke(cli, ["--database-url", db_url, "watch", "--response", *ids], env=env)
     assert watched.exit_code == 0 and "watching 3 new response(s)" in watched.output
     result = runner.invoke(cli, ["--database-url", db_url, "sync", "--json", "--no-fine-tuning-jobs"], env=env)
@@ -369,3 +432,9 @@ def test_watch_response_and_sync_from_the_command_line(
     assert listed.exit_code == 0 and len(json.loads(listed.stdout)) == 5
     table = runner.invoke(cli, ["--database-url", db_url, "watched", "--response"])
     assert table.exit_code == 0 and all(response_id in table.output for response_id in ids)
+    # The project is part of the events' provenance, and of which list state the sync keeps.
+    sources = {
+        json.loads(row["s"])["project"] for row in _rows(engine, "SELECT CAST(source AS TEXT) AS s FROM run_events")
+    }
+    assert sources == {"proj_demo"}
+    assert [row["api"] for row in object_watch.source_rows(engine)] == [f"{api.server.base_url}#proj_demo"]

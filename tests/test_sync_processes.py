@@ -344,7 +344,7 @@ def test_a_sync_while_another_holds_every_due_thread_and_list_exits_3(sim: Sim, 
     other = watchlist.start_sync(engine, time.time(), "elsewhere", 1, sim.server.base_url)
     assert len(watchlist.claim(engine, other, time.time(), time.time(), LEASE_S, 32)) == 5
     for kind in LISTED_KINDS:
-        assert object_watch.claim_source(engine, kind, other, time.time(), LEASE_S)
+        assert object_watch.claim_source(engine, kind, sim.server.base_url, other, time.time(), LEASE_S)
 
     result = sim.tracker(db_url, "sync", "--json")
     assert result.returncode == 3, result.stderr

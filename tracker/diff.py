@@ -109,6 +109,8 @@ def _note_overdue(state: RunState | None, snapshot: Snapshot, result: Diff) -> N
     lifecycle = lifecycle_for(snapshot.kind)
     if lifecycle.deadline is None or lifecycle.is_terminal(snapshot.status):
         return
+    if lifecycle.deadline.bounds is not None and snapshot.status not in lifecycle.deadline.bounds:
+        return
     if state is not None and state.status is not None and lifecycle.is_terminal(state.status):
         return
     moved = any(draft.event_type == STATUS_CHANGED for draft in result.events)

@@ -51,6 +51,9 @@ class Deadline:
     status: str
     field: str
     overdue_after_s: float = 300.0
+    # The live statuses the deadline bounds (None: every one). A batch's window bounds its work, not its
+    # finalizing or cancelling, which may rightly run past it.
+    bounds: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -258,9 +261,14 @@ BATCH = Lifecycle(
         "cancelled": "cancelled_at",
     },
     started_status="in_progress",
-    # The end of the completion window (24 h). The API moves a batch past it to "expired" eventually,
-    # not at once: an hour's grace before it counts as stale.
-    deadline=Deadline(status="expired", field="expires_at", overdue_after_s=3600.0),
+    # The end of the completion window (24 h). The API moves a batch still working past it to "expired"
+    # eventually, not at once: an hour's grace before it counts as stale.
+    deadline=Deadline(
+        status="expired",
+        field="expires_at",
+        overdue_after_s=3600.0,
+        bounds=frozenset({"validating", "in_progress"}),
+    ),
     sensitive_fields=frozenset({"metadata"}),
     required_fields=("id", "status", "created_at"),
     columns=Columns(

@@ -79,7 +79,8 @@ class SyncSummary:
     threads_polled: int = 0
     threads_failed: int = 0
     threads_gone: list[str] = field(default_factory=list)
-    # Lists followed: kind -> "ok", "busy" (another sync holds it), "not served" (404) or "failed".
+    # Lists followed: kind -> "ok", "busy" (another sync holds it), "not served" (404), "not permitted" (403)
+    # or "failed".
     sources: dict[str, str] = field(default_factory=dict)
     objects_polled: int = 0  # watched objects (responses) retrieved
     objects_failed: int = 0
@@ -204,13 +205,12 @@ def _note_listed(summary: SyncSummary, poll: ListedPoll) -> None:
 
 
 def _note_source(summary: SyncSummary, poll: SourcePoll) -> None:
-    if poll.not_served:
-        summary.sources[poll.kind] = "not served"
-    elif poll.error is not None:
-        summary.sources[poll.kind] = "failed"
-        summary.errors.append({"kind": poll.kind, "error": poll.error})
-    else:
-        summary.sources[poll.kind] = "ok"
+    summary.sources[poll.kind] = poll.state
+    if poll.state == "failed":
+        summary.errors.append({"kind": poll.kind, "error": str(poll.error)})
+    for reason in poll.rejected:  # objects of the pages that could not be read (the rest were kept)
+        summary.objects_failed += 1
+        summary.errors.append({"kind": poll.kind, "error": reason})
 
 
 def public_url(url: str) -> str:
@@ -239,8 +239,11 @@ def sync(
     started = now()
     base_url = public_url(api.base_url)
     summary.sync_id = start_sync(engine, started, socket.gethostname(), os.getpid(), base_url)
-    # The server is named in every event too, so an exported event says where it came from on its own.
-    source = source_json(redaction_source(options.redaction, {"sync": summary.sync_id, "base_url": base_url}))
+    # The server (and project) is named in every event too, so an exported event says where it came from on
+    # its own, and a list's known-live objects are those recorded from this API.
+    origin = {"base_url": base_url, **({"project": api.project} if api.project else {})}
+    api_key = base_url + (f"#{api.project}" if api.project else "")
+    source = source_json(redaction_source(options.redaction, {"sync": summary.sync_id, **origin}))
     pending: list[Snapshot] = []
     signals: list[Signal] = []
     outcomes: list[ThreadOutcome] = []
@@ -261,7 +264,15 @@ def sync(
             if object_outcomes:
                 object_watch.release_objects(engine, summary.sync_id, object_outcomes, now())
             for polled in source_outcomes:
-                object_watch.release_source(engine, polled.kind, summary.sync_id, now(), polled.error, polled.live)
+                object_watch.release_source(
+                    engine,
+                    polled.source,
+                    summary.sync_id,
+                    now(),
+                    error=polled.error,
+                    live=polled.live,
+                    newest_seen_at=polled.newest_seen_at,
+                )
             outcomes, object_outcomes, source_outcomes = [], [], []
 
     claim_size = options.claim_size or 4 * options.concurrency
@@ -278,19 +289,34 @@ def sync(
         for kind in options.listed_kinds:  # the lists first: each is one long sequence of pages
             if out_of_time():
                 break
-            if not object_watch.claim_source(engine, kind, summary.sync_id, now(), options.lease_s):
+            claimed_source = object_watch.claim_source(engine, kind, api_key, summary.sync_id, now(), options.lease_s)
+            if claimed_source is None:
                 summary.sources[kind] = "busy"
                 continue
             claimed_any = True
-            known_live = object_watch.live_objects(engine, kind)
-            terminal = partial(object_watch.terminal_among, engine, kind)
-            in_flight.add(pool.submit(poll_source, api, caller, kind, options.page_size, known_live, terminal))
+            known_live = object_watch.live_objects(engine, kind, origin)
+            in_flight.add(pool.submit(poll_source, api, caller, claimed_source, options.page_size, known_live))
         objects_exhausted = not options.watched_objects
         while True:
-            # Keep the workers busy: claim the next threads while the claimed ones are being polled.
-            while not exhausted and len(in_flight) < 2 * options.concurrency:
+            # The watched responses first: the API forgets them soon after they end, so under --max-runtime
+            # they must not wait behind thousands of threads. Keep the workers busy: claim the next ones
+            # while the claimed ones are being polled.
+            while not objects_exhausted and len(in_flight) < 2 * options.concurrency:
                 if out_of_time():
-                    exhausted = objects_exhausted = True
+                    objects_exhausted = exhausted = True
+                    break
+                claimed = object_watch.claim_objects(
+                    engine, summary.sync_id, started, now(), options.lease_s, claim_size
+                )
+                if not claimed:
+                    objects_exhausted = True
+                    break
+                claimed_any = True
+                in_flight |= {pool.submit(poll_object, api, caller, one) for one in claimed}
+            # Then the watched threads, claimed the same way.
+            while objects_exhausted and not exhausted and len(in_flight) < 2 * options.concurrency:
+                if out_of_time():
+                    exhausted = True
                     break
                 batch = claim(engine, summary.sync_id, started, now(), options.lease_s, claim_size)
                 if not batch:
@@ -301,26 +327,14 @@ def sync(
                     pool.submit(poll_thread, api, caller, claimed, options.page_size, options.cadence, options.steps)
                     for claimed in batch
                 }
-            # Then the watched objects (background responses), claimed the same way.
-            while exhausted and not objects_exhausted and len(in_flight) < 2 * options.concurrency:
-                if out_of_time():
-                    objects_exhausted = True
-                    break
-                claimed = object_watch.claim_objects(
-                    engine, summary.sync_id, started, now(), options.lease_s, claim_size
-                )
-                if not claimed:
-                    objects_exhausted = True
-                    break
-                claimed_any = True
-                in_flight |= {pool.submit(poll_object, api, caller, one) for one in claimed}
             if not in_flight:
                 break
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 poll = future.result()
                 pending.extend(redact_snapshots(options.redaction, poll.snapshots))
-                signals.extend(poll.signals)
+                if not isinstance(poll, SourcePoll):  # a list's losses are found by its retrieves
+                    signals.extend(poll.signals)
                 if isinstance(poll, SourcePoll):
                     _note_source(summary, poll)
                     source_outcomes.append(poll)

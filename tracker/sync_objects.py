@@ -2,17 +2,23 @@
 
 Batches and fine-tuning jobs (:func:`poll_source`), much as runs are polled per thread:
 
-1. list them newest first, a page at a time, until a page reaches an object the ledger already knows as
-   terminal (the list returns whole objects: those are the snapshots); from there on, read one more page
-   only while it is expected to cover at least two of the known-live objects still unseen (the list is
-   ordered by ``created_at``, and the ledger knows theirs: the next page is assumed to span as much
+1. list them newest first, a page at a time, until a page reaches an object created before the newest
+   one the previous successful poll of this list saw (``sync_sources.newest_seen_at``): every older object
+   was on the pages read then. The first poll of a list reads it to its end. From there on, read one more
+   page only while it is expected to cover at least two of the known-live objects still unseen (the list
+   is ordered by ``created_at``, and the ledger knows theirs: the next page is assumed to span as much
    time as the last one did), since a page then costs less than retrieving them one by one;
 2. retrieve the known-live objects the pages did not cover, each on its own (:func:`poll_listed`, spread
-   over the workers); one the API no longer has (404) gets a ``run_lost`` event.
+   over the workers); one the API no longer has (404) gets a ``run_lost`` event. Known-live means: live
+   in the ledger and recorded from this API (its ``base_url`` and project), not from a file or another
+   server.
 
-A list where nothing changed therefore costs one request, and a project with many live batches (all
-among the newest) costs about a page per hundred of them. A server that does not serve the list (404 on
-its first page) is reported as such, not as a failure: an Assistants-only compatible server stays quiet.
+The stop rule rests on what this list's own polls saw, never on what the ledger learned elsewhere (an
+ingested export, another project): those cannot make a sync skip the objects below them. A list where
+nothing changed costs one request, and a project with many live batches (all among the newest) about a
+page per hundred of them. An object on a page that cannot be read is reported and the rest of the page
+kept. A server that does not serve the list (404 on its first page), or a key not allowed to read it
+(403), is reported as such, not as a failure.
 
 Background responses (:func:`poll_object`) have no list: each watched one is retrieved every sync until
 it is seen in a terminal status.
@@ -20,7 +26,7 @@ it is seen in a terminal status.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -28,27 +34,34 @@ from typing import Any
 from tracker.diff import Signal
 from tracker.events import RUN_LOST
 from tracker.lifecycle import lifecycle_for
-from tracker.snapshots import Snapshot
-from tracker.sources.openai_runs import ApiFailure, Caller, GaveUp, RunsApi
-from tracker.sources.paging import page_of, pages, read_snapshots
-from tracker.store.object_watch import ClaimedObject, ObjectOutcome
+from tracker.snapshots import Snapshot, SnapshotError, read_page_leniently
+from tracker.sources.openai_runs import ApiFailure, Caller, Fetched, GaveUp, RunsApi
+from tracker.sources.paging import page_of, read_snapshots
+from tracker.store.object_watch import ClaimedObject, ClaimedSource, ObjectOutcome
 
 # The kinds `tracker sync` follows through a list endpoint, and the one it polls by id.
 LISTED_KINDS = ("batch", "fine_tuning.job")
 WATCHED_KINDS = ("response",)
+
+OK, NOT_SERVED, NOT_PERMITTED, FAILED = "ok", "not served", "not permitted", "failed"
 
 
 @dataclass
 class SourcePoll:
     """One list's pages as snapshots, the known-live objects left to retrieve, and how it ended."""
 
-    kind: str
+    source: ClaimedSource
     snapshots: list[Snapshot] = field(default_factory=list)
-    signals: list[Signal] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # why each unreadable object was left out
     to_retrieve: list[str] = field(default_factory=list)
     live: int = 0
+    newest_seen_at: float | None = None
+    state: str = OK
     error: str | None = None
-    not_served: bool = False
+
+    @property
+    def kind(self) -> str:
+        return self.source.kind
 
 
 @dataclass
@@ -72,37 +85,64 @@ class ObjectPoll:
 
 
 def poll_source(
-    api: RunsApi,
-    caller: Caller,
-    kind: str,
-    page_size: int,
-    known_live: dict[str, float],
-    terminal_among: Callable[[Sequence[str]], set[str]],
+    api: RunsApi, caller: Caller, source: ClaimedSource, page_size: int, known_live: dict[str, float]
 ) -> SourcePoll:
     """Step 1 of the module docstring for one list; ``known_live``: id -> ``created_at`` of the objects the
-    ledger knows as live. The objects left for step 2 are in :attr:`SourcePoll.to_retrieve`."""
-    poll = SourcePoll(kind)
+    ledger knows as live from this API. The objects left for step 2 are in :attr:`SourcePoll.to_retrieve`."""
+    kind = source.kind
+    poll = SourcePoll(source)
     seen: set[str] = set()
-    first_page = True
-    reached_known = False
+    pages_read = 0
+    reached_seen = False
     try:
-        for good in pages(caller, partial(api.list_objects, kind, limit=page_size), f"{kind} list"):
-            first_page = False
+        for good, bad in _lenient_pages(caller, partial(api.list_objects, kind, limit=page_size), f"{kind} list"):
+            pages_read += 1
             poll.snapshots.extend(good)
-            ids = [snapshot.object_id for snapshot in good]
-            seen.update(ids)
+            poll.rejected.extend(bad)
+            seen.update(snapshot.object_id for snapshot in good)
+            created = [snapshot.created_at for snapshot in good]
+            if created:
+                poll.newest_seen_at = max(poll.newest_seen_at or created[0], *created)
             # Past here the older pages hold nothing new: only known-live objects are left to see.
-            reached_known = reached_known or bool(terminal_among(ids))
-            if reached_known and not _next_page_pays(good, known_live, seen):
+            reached_seen = reached_seen or (
+                source.newest_seen_at is not None and any(moment < source.newest_seen_at for moment in created)
+            )
+            if reached_seen and not _next_page_pays(good, known_live, seen):
                 break
     except (ApiFailure, GaveUp) as failure:
-        # Nothing of a failed poll is kept (as for threads): the next sync reads the list whole again.
-        not_served = first_page and isinstance(failure, ApiFailure) and failure.kind == "not_found"
-        return SourcePoll(kind, error=str(failure), not_served=not_served)
+        # Nothing of a failed poll is kept (as for threads): the next sync reads the list again from the top.
+        state = FAILED
+        if pages_read == 0 and isinstance(failure, ApiFailure):
+            state = {404: NOT_SERVED, 403: NOT_PERMITTED}.get(failure.status or 0, FAILED)
+        return SourcePoll(source, state=state, error=str(failure))
     poll.to_retrieve = sorted(known_live.keys() - seen)
     live = {snapshot.object_id for snapshot in poll.snapshots if not _terminal(snapshot)}
     poll.live = len(live) + len(poll.to_retrieve)
     return poll
+
+
+def _lenient_pages(
+    caller: Caller, fetch: Callable[[str | None], Fetched], what: str
+) -> Iterator[tuple[list[Snapshot], list[str]]]:
+    """Each page of a list, newest first: its readable objects, and why each other one is not."""
+    after: str | None = None
+    while True:
+        page, arrived_at = caller.call(partial(_fetched_page, fetch, after))
+        try:
+            good, errors = read_page_leniently(page, arrived_at)
+        except SnapshotError as exc:
+            raise ApiFailure("malformed", f"{what}: {exc}") from None
+        data = page.get("data")
+        yield good, [f"{what}: {error}" for error in errors]
+        last = data[-1] if isinstance(data, list) and data else None
+        cursor = page.get("last_id") or (last.get("id") if isinstance(last, dict) else None)
+        if not page.get("has_more") or not isinstance(cursor, str) or not cursor:
+            return
+        after = cursor
+
+
+def _fetched_page(fetch: Callable[[str | None], Fetched], after: str | None) -> tuple[dict[str, Any], float]:
+    return page_of(fetch(after))
 
 
 def _next_page_pays(page: list[Snapshot], known_live: dict[str, float], seen: set[str]) -> bool:

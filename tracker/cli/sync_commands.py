@@ -138,9 +138,10 @@ def sync_command(
     watched background responses, once, and append what changed.
 
     The API is configured the SDK's way: OPENAI_API_KEY, OPENAI_BASE_URL (any OpenAI-compatible
-    server), OPENAI_ORG_ID, OPENAI_PROJECT_ID. A list the server does not serve (404) is reported, not
-    failed. Exit status: 0 all synced, 1 some threads, lists or responses failed (named on stderr), 2 usage
-    or configuration error, 3 another sync holds everything due.
+    server), OPENAI_ORG_ID, OPENAI_PROJECT_ID. A list the server does not serve (404) or the key may not
+    read (403) is said in the summary, not on stderr, and is not a failure. Exit status: 0 all synced,
+    1 some threads, lists or responses failed (named on stderr), 2 usage or configuration error,
+    3 another sync holds everything due.
     """
     if not os.environ.get("OPENAI_API_KEY"):
         click.echo("tracker: OPENAI_API_KEY is not set (the sync needs an API key)", err=True)
@@ -182,9 +183,6 @@ def sync_command(
         click.echo(f"tracker: thread {thread_id}: the API does not know it (404); no longer polled", err=True)
     for object_id in summary.objects_gone:
         click.echo(f"tracker: response {object_id}: the API does not have it (404); no longer polled", err=True)
-    for kind, state in summary.sources.items():
-        if state == "not served":
-            click.echo(f"tracker: the server does not serve the {kind} list (404); --no-* skips it", err=True)
     for error in summary.errors:
         what = (
             f"thread {error['thread_id']}"

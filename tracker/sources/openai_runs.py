@@ -107,6 +107,12 @@ class RunsApi:
     def api_key(self) -> str:
         return str(self._client.api_key)
 
+    @property
+    def project(self) -> str | None:
+        """The project the client names (``OPENAI_PROJECT_ID``), whose batches and jobs the lists hold."""
+        project = self._client.project
+        return str(project) if project else None
+
     def now(self) -> float:
         """The clock that dates responses (observation times)."""
         return self._clock()

@@ -3,23 +3,25 @@
 Background responses have no list endpoint: ``tracker watch --response`` (or ``tracker webhook``) puts
 their ids in ``watched_objects``, and every sync retrieves each active one until it is seen in a terminal
 status (``ended``: never polled again) or the API no longer has it (``gone``). Batches and fine-tuning
-jobs are listed per project: ``sync_sources`` holds one row per list, leased to one sync at a time.
+jobs are listed per project: ``sync_sources`` holds one row per list and API, leased to one sync at a time,
+with the newest ``created_at`` a poll of it saw (where the next poll may stop paging).
 Leases work as for threads (:mod:`tracker.store.watchlist`): a crashed sync's leases expire, and on
 PostgreSQL a claim skips rows another sync is claiming.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, false, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Text, and_, cast, delete, false, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tracker.store.engine import begin_write
 from tracker.store.projections import in_chunks
-from tracker.store.schema import proj_runs, sync_sources, watched_objects
+from tracker.store.schema import proj_runs, run_events, sync_sources, watched_objects
 
 ACTIVE = "active"
 ENDED = "ended"
@@ -171,61 +173,97 @@ def release_objects(engine: Engine, sync_id: int, outcomes: Sequence[ObjectOutco
 # --- list endpoints ----------------------------------------------------------------------------------
 
 
-def claim_source(engine: Engine, source: str, sync_id: int, now: float, lease_s: float) -> bool:
-    """Lease the list ``source`` to ``sync_id`` unless another sync holds it; True when leased."""
+@dataclass(frozen=True)
+class ClaimedSource:
+    """A list this sync holds, and the ``created_at`` of the newest object a poll of it saw (None: never)."""
+
+    kind: str
+    api: str
+    newest_seen_at: float | None
+
+
+def claim_source(engine: Engine, kind: str, api: str, sync_id: int, now: float, lease_s: float) -> ClaimedSource | None:
+    """Lease the list of ``kind`` on ``api`` to ``sync_id`` unless another sync holds it."""
     c = sync_sources.c
     with begin_write(engine) as connection:
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        connection.execute(dialect.insert(sync_sources).values(source=source).on_conflict_do_nothing())
+        connection.execute(dialect.insert(sync_sources).values(kind=kind, api=api).on_conflict_do_nothing())
+        mine = and_(c.kind == kind, c.api == api)
         result = connection.execute(
             update(sync_sources)
             .where(
-                c.source == source,
+                mine,
                 or_(c.lease_until.is_(None), c.lease_until < now),
                 # Not twice in one sync.
                 or_(c.lease_owner.is_(None), c.lease_owner != sync_id),
             )
             .values(lease_owner=sync_id, lease_until=now + lease_s)
         )
-        return bool(result.rowcount)
+        if not result.rowcount:
+            return None
+        newest = connection.execute(select(c.newest_seen_at).where(mine)).scalar_one()
+    return ClaimedSource(kind, api, None if newest is None else float(newest))
 
 
-def release_source(engine: Engine, source: str, sync_id: int, now: float, error: str | None, live: int) -> None:
+def release_source(
+    engine: Engine,
+    source: ClaimedSource,
+    sync_id: int,
+    now: float,
+    *,
+    error: str | None,
+    live: int,
+    newest_seen_at: float | None,
+) -> None:
+    """Free the lease; after a successful poll, record what it saw (``newest_seen_at`` only ever grows)."""
     c = sync_sources.c
     values: dict[str, Any] = {"lease_until": None, "last_error": error}
     if error is None:
         values.update(last_synced_at=now, live_objects=live)
+        if newest_seen_at is not None and (source.newest_seen_at is None or newest_seen_at > source.newest_seen_at):
+            values["newest_seen_at"] = newest_seen_at
     with begin_write(engine) as connection:
-        connection.execute(update(sync_sources).where(c.source == source, c.lease_owner == sync_id).values(**values))
+        connection.execute(
+            update(sync_sources)
+            .where(c.kind == source.kind, c.api == source.api, c.lease_owner == sync_id)
+            .values(**values)
+        )
 
 
 def source_rows(engine: Engine) -> list[dict[str, Any]]:
     c = sync_sources.c
     with engine.connect() as connection:
-        query = select(c.source, c.last_synced_at, c.live_objects, c.last_error).order_by(c.source)
+        query = select(c.kind, c.api, c.newest_seen_at, c.last_synced_at, c.live_objects, c.last_error).order_by(
+            c.kind, c.api
+        )
         return [dict(row._mapping) for row in connection.execute(query)]
 
 
-def live_objects(engine: Engine, kind: str) -> dict[str, float]:
-    """The objects of ``kind`` the ledger knows as live: id -> ``created_at``."""
+def live_objects(engine: Engine, kind: str, origin: Mapping[str, Any]) -> dict[str, float]:
+    """The objects of ``kind`` the ledger knows as live and has recorded from ``origin`` (the ``base_url``
+    and ``project`` a sync names in its events' source): id -> ``created_at``. Objects recorded only from
+    elsewhere (another server or project, an ingested file) are not this API's to retrieve."""
+    live: dict[str, float] = {}
     with engine.connect() as connection:
         rows = connection.execute(
             select(proj_runs.c.run_id, proj_runs.c.created_at).where(
                 and_(proj_runs.c.kind == kind, proj_runs.c.is_terminal == false())
             )
         )
-        return {row.run_id: float(row.created_at) for row in rows}
-
-
-def terminal_among(engine: Engine, kind: str, object_ids: Sequence[str]) -> set[str]:
-    """Which of ``object_ids`` the ledger knows as objects of ``kind`` in a terminal status."""
-    found: set[str] = set()
-    with engine.connect() as connection:
-        for chunk in in_chunks(object_ids):
-            rows = connection.execute(
-                select(proj_runs.c.run_id).where(
-                    proj_runs.c.run_id.in_(chunk), proj_runs.c.kind == kind, proj_runs.c.is_terminal
-                )
+        candidates = {row.run_id: float(row.created_at) for row in rows}
+        for chunk in in_chunks(list(candidates)):
+            sources = connection.execute(
+                select(run_events.c.run_id, cast(run_events.c.source, Text)).where(run_events.c.run_id.in_(chunk))
             )
-            found |= {row.run_id for row in rows}
-    return found
+            for object_id, text in sources:
+                if object_id not in live and _from(text, origin):
+                    live[object_id] = candidates[object_id]
+    return live
+
+
+def _from(source_text: str, origin: Mapping[str, Any]) -> bool:
+    try:
+        source = json.loads(source_text)
+    except ValueError:
+        return False
+    return isinstance(source, dict) and all(source.get(key) == value for key, value in origin.items())

@@ -213,12 +213,16 @@ watched_objects = Table(
     Index(None, "status"),
 )
 
-# The list endpoints `tracker sync` follows (one row per kind: batch, fine_tuning.job), leased by one sync
-# at a time so that two syncs at once do not both page through them.
+# The list endpoints `tracker sync` follows, one row per kind (batch, fine_tuning.job) and API (the server's
+# public URL, and "#<project>" when OPENAI_PROJECT_ID names one), leased to one sync at a time so that two
+# syncs at once do not both page through it. ``newest_seen_at``: the created_at of the newest object a
+# successful poll of this list saw; every object created before it was on the pages read so far.
 sync_sources = Table(
     "sync_sources",
     metadata,
-    Column("source", String(64), primary_key=True),
+    Column("kind", String(64), primary_key=True),
+    Column("api", String(1024), primary_key=True),
+    Column("newest_seen_at", Time),
     Column("last_synced_at", Time),
     Column("live_objects", Integer),
     Column("last_error", Text),
@@ -242,6 +246,6 @@ sync_runs = Table(
     Column("retries", Integer, nullable=False),
     Column("snapshots", Integer, nullable=False),
     Column("events_appended", Integer, nullable=False),
-    Column("errors", Text),  # JSON list of {"thread_id", "error"}
+    Column("errors", Text),  # JSON list of {"thread_id", "error"} or {"kind", ["object_id",] "error"}
     Column("outcome", String(16), nullable=False),  # running, ok, partial, failed, busy
 )
