@@ -9,7 +9,7 @@ on a :class:`~tracker.simulator.ManualClock`: batches and jobs created over the 
 most have ended, those of the last hours run), responses over the last ``--response-history-s`` (a few
 minutes: many still queued or in progress). No thread is watched. Per backend, on a fresh migrated database,
 these syncs run in order, each in a fresh interpreter with the simulator in a child process (as in
-``bench_sync``):
+``bench_sync``), always on the same port (the tracker keeps a list's state per server URL):
 
 1. ``first``: everything is new to the ledger (the responses are watched before the sync, untimed);
 2. ``idle``: the simulated clock has not moved (the tracker's is 1 s ahead);
@@ -18,7 +18,9 @@ these syncs run in order, each in a fresh interpreter with the simulator in a ch
 **Minimum requests**: per list, the fewest list pages (100 objects, newest first) plus single retrieves that
 see every object the ledger lacks or knows as live (``bench_sync.thread_minimum`` over the list's order);
 plus one retrieve per watched response still active. ``SyncSummary.requests`` must equal the simulator's
-count, or the phase fails. **Ideal wall time** = requests x latency / concurrency.
+count, or the phase fails. **Ideal wall time** = the larger of requests x latency / concurrency and the
+longest list's pages x latency (a list's pages come one after another: each page's cursor is the last id
+of the page before).
 Writes ``benchmarks/results/kinds-<timestamp>.json`` and prints a Markdown table.
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -60,7 +63,8 @@ def phase_simulator(spec: dict[str, Any]) -> dict[str, Any]:
     responses = world.populate_kinds(responses=spec["responses"], history_s=spec["response_history_s"]).responses
     del lists
     clock.advance(spec["at"])
-    with SimulatorServer(world, latency_s=spec["latency_s"]) as server:
+    # The same port for every sync: the tracker keys a list's state by the server's URL.
+    with SimulatorServer(world, port=spec["port"], latency_s=spec["latency_s"]) as server:
         print(json.dumps({"base_url": server.base_url, "responses": responses}), flush=True)
         sys.stdin.readline()
         routes = {f"{method} {template}": count for (method, template), count in server.stats.requests.items()}
@@ -108,9 +112,16 @@ def phase_sync(spec: dict[str, Any]) -> dict[str, Any]:
         "responses_polled": summary.objects_polled,
         "snapshots": summary.snapshots,
         "events": summary.events_appended,
-        "ideal_seconds": summary.requests * spec["world"]["latency_s"] / spec["concurrency"],
+        "ideal_seconds": _floor(summary.requests, served["by_route"], spec["world"]["latency_s"], spec["concurrency"]),
         "loadavg": os.getloadavg(),
     }
+
+
+def _floor(requests: int, routes: dict[str, int], latency_s: float, concurrency: int) -> float:
+    """The least wall time the requests can take: spread over the workers, but a list's pages one after
+    another (each page's cursor is the last one's last id)."""
+    pages = max(routes.get("GET /v1/batches", 0), routes.get("GET /v1/fine_tuning/jobs", 0))
+    return max(requests * latency_s / concurrency, pages * latency_s)
 
 
 def _known(engine: Engine) -> dict[str, dict[str, bool]]:
@@ -126,6 +137,12 @@ def _known(engine: Engine) -> dict[str, dict[str, bool]]:
 
 
 PHASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"simulator": phase_simulator, "sync": phase_sync}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -146,6 +163,7 @@ def bench_backend(backend: str, args: argparse.Namespace, databases: common.Data
         "retention_s": args.retention_s,
         "arrival_s": args.arrival_s,
         "latency_s": args.latency_ms / 1000,
+        "port": _free_port(),
     }
     results = []
     for step in plan(args):

@@ -20,6 +20,7 @@ the ledger's append lock and per-run version make the second one's snapshots unc
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import time
 from collections.abc import Callable
@@ -156,6 +157,7 @@ def poll_thread(
 
 
 RUN_KIND = "thread.run"
+_LISTED_PAGES_IN_FLIGHT = 8
 
 
 def _steps(api: RunsApi, caller: Caller, thread_id: str, run_id: str, page_size: int) -> list[Snapshot]:
@@ -279,6 +281,10 @@ def sync(
     claimed_any = False
     in_flight: set[Future[ThreadPoll | SourcePoll | ObjectPoll | ListedPoll]] = set()
     exhausted = objects_exhausted = False
+    # A list's pages come through this queue as they are read and are appended meanwhile; its bound holds
+    # a list poll back while the appends catch up, so a project's whole history is never in memory at once.
+    listed_pages: queue.Queue[list[Snapshot]] = queue.Queue(maxsize=_LISTED_PAGES_IN_FLIGHT)
+    listing = 0  # list polls still running
 
     def out_of_time() -> bool:
         if options.max_runtime is not None and now() - started > options.max_runtime:
@@ -295,7 +301,12 @@ def sync(
                 continue
             claimed_any = True
             known_live = object_watch.live_objects(engine, kind, origin)
-            in_flight.add(pool.submit(poll_source, api, caller, claimed_source, options.page_size, known_live))
+            listing += 1
+            in_flight.add(
+                pool.submit(
+                    poll_source, api, caller, claimed_source, options.page_size, known_live, listed_pages.put
+                )
+            )
         objects_exhausted = not options.watched_objects
         while True:
             # The watched responses first: the API forgets them soon after they end, so under --max-runtime
@@ -329,13 +340,17 @@ def sync(
                 }
             if not in_flight:
                 break
-            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            # While a list is being read, wake up often enough to take its pages as they come.
+            done, in_flight = wait(in_flight, timeout=0.05 if listing else None, return_when=FIRST_COMPLETED)
+            while not listed_pages.empty():
+                pending.extend(redact_snapshots(options.redaction, listed_pages.get_nowait()))
             for future in done:
                 poll = future.result()
                 pending.extend(redact_snapshots(options.redaction, poll.snapshots))
                 if not isinstance(poll, SourcePoll):  # a list's losses are found by its retrieves
                     signals.extend(poll.signals)
                 if isinstance(poll, SourcePoll):
+                    listing -= 1
                     _note_source(summary, poll)
                     source_outcomes.append(poll)
                     # The known-live objects its pages did not cover, retrieved on all the workers.

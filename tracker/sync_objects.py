@@ -5,9 +5,10 @@ Batches and fine-tuning jobs (:func:`poll_source`), much as runs are polled per 
 1. list them newest first, a page at a time, until a page reaches an object created before the newest
    one the previous successful poll of this list saw (``sync_sources.newest_seen_at``): every older object
    was on the pages read then. The first poll of a list reads it to its end. From there on, read one more
-   page only while it is expected to cover at least two of the known-live objects still unseen (the list
-   is ordered by ``created_at``, and the ledger knows theirs: the next page is assumed to span as much
-   time as the last one did), since a page then costs less than retrieving them one by one;
+   page only while paging on is expected to cost fewer requests than retrieving the known-live objects
+   still unseen one by one: the list is ordered by ``created_at`` and the ledger knows theirs, so each
+   one's page is estimated from how much creation time the pages read so far spanned on average, and
+   paging on pays when some number ``k`` of further pages would cover more than ``k`` of them;
 2. retrieve the known-live objects the pages did not cover, each on its own (:func:`poll_listed`, spread
    over the workers); one the API no longer has (404) gets a ``run_lost`` event. Known-live means: live
    in the ledger and recorded from this API (its ``base_url`` and project), not from a file or another
@@ -26,6 +27,7 @@ it is seen in a terminal status.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -85,38 +87,55 @@ class ObjectPoll:
 
 
 def poll_source(
-    api: RunsApi, caller: Caller, source: ClaimedSource, page_size: int, known_live: dict[str, float]
+    api: RunsApi,
+    caller: Caller,
+    source: ClaimedSource,
+    page_size: int,
+    known_live: dict[str, float],
+    deliver: Callable[[list[Snapshot]], None] | None = None,
 ) -> SourcePoll:
     """Step 1 of the module docstring for one list; ``known_live``: id -> ``created_at`` of the objects the
-    ledger knows as live from this API. The objects left for step 2 are in :attr:`SourcePoll.to_retrieve`."""
+    ledger knows as live from this API. The objects left for step 2 are in :attr:`SourcePoll.to_retrieve`.
+
+    ``deliver`` gets each page's snapshots as soon as it is read (the sync appends them while the next
+    pages come, so a project's whole history is never in memory at once); without it they are collected
+    in :attr:`SourcePoll.snapshots`. Pages delivered before a failure are kept: harmless, since the stop
+    rule rests on ``newest_seen_at``, which only a successful poll moves.
+    """
     kind = source.kind
     poll = SourcePoll(source)
     seen: set[str] = set()
+    live: set[str] = set()
+    first: Snapshot | None = None
+    last: Snapshot | None = None
     pages_read = 0
     reached_seen = False
     try:
         for good, bad in _lenient_pages(caller, partial(api.list_objects, kind, limit=page_size), f"{kind} list"):
             pages_read += 1
-            poll.snapshots.extend(good)
+            if deliver is None:
+                poll.snapshots.extend(good)
+            elif good:
+                deliver(good)
             poll.rejected.extend(bad)
             seen.update(snapshot.object_id for snapshot in good)
-            created = [snapshot.created_at for snapshot in good]
-            if created:
-                poll.newest_seen_at = max(poll.newest_seen_at or created[0], *created)
-            # Past here the older pages hold nothing new: only known-live objects are left to see.
-            reached_seen = reached_seen or (
-                source.newest_seen_at is not None and any(moment < source.newest_seen_at for moment in created)
-            )
-            if reached_seen and not _next_page_pays(good, known_live, seen):
+            live.update(snapshot.object_id for snapshot in good if not _terminal(snapshot))
+            if good:
+                first, last = first or good[0], good[-1]
+                newest = max(snapshot.created_at for snapshot in good)
+                poll.newest_seen_at = max(poll.newest_seen_at or newest, newest)
+                # Past here the older pages hold nothing new: only known-live objects are left to see.
+                reached_seen = reached_seen or (
+                    source.newest_seen_at is not None and good[-1].created_at < source.newest_seen_at
+                )
+            if reached_seen and not _paging_on_pays(first, last, pages_read, known_live, seen):
                 break
     except (ApiFailure, GaveUp) as failure:
-        # Nothing of a failed poll is kept (as for threads): the next sync reads the list again from the top.
         state = FAILED
         if pages_read == 0 and isinstance(failure, ApiFailure):
             state = {404: NOT_SERVED, 403: NOT_PERMITTED}.get(failure.status or 0, FAILED)
-        return SourcePoll(source, state=state, error=str(failure))
+        return SourcePoll(source, rejected=poll.rejected, state=state, error=str(failure))
     poll.to_retrieve = sorted(known_live.keys() - seen)
-    live = {snapshot.object_id for snapshot in poll.snapshots if not _terminal(snapshot)}
     poll.live = len(live) + len(poll.to_retrieve)
     return poll
 
@@ -145,17 +164,25 @@ def _fetched_page(fetch: Callable[[str | None], Fetched], after: str | None) -> 
     return page_of(fetch(after))
 
 
-def _next_page_pays(page: list[Snapshot], known_live: dict[str, float], seen: set[str]) -> bool:
-    """Whether the next page, spanning as much creation time as ``page`` did, holds two unseen known-live
-    objects or more (one page then saves at least one request over retrieving them)."""
-    if not page:
+def _paging_on_pays(
+    first: Snapshot | None, last: Snapshot | None, pages_read: int, known_live: dict[str, float], seen: set[str]
+) -> bool:
+    """Whether some ``k`` more pages are expected to cover more than ``k`` unseen known-live objects.
+
+    Each such object is placed on the page its ``created_at`` falls in, counting pages of the average
+    creation-time span of the pages read so far (``first`` and ``last``: the newest and oldest object
+    read), below the oldest object read.
+    """
+    if first is None or last is None:
         return False
-    newest, oldest = page[0].created_at, page[-1].created_at
-    floor = oldest - (newest - oldest)
-    expected = sum(
-        1 for object_id, created in known_live.items() if floor <= created <= oldest and object_id not in seen
+    oldest = last.created_at
+    span = (first.created_at - oldest) / pages_read
+    ahead = sorted(
+        1 if span <= 0 else max(1, math.ceil((oldest - created) / span))
+        for object_id, created in known_live.items()
+        if created <= oldest and object_id not in seen
     )
-    return expected >= 2
+    return any(covered > pages for covered, pages in enumerate(ahead, start=1))
 
 
 def poll_listed(api: RunsApi, caller: Caller, kind: str, object_id: str) -> ListedPoll:
