@@ -109,6 +109,12 @@ def test_a_sync_records_every_batch_and_job_of_the_project(api: Api, engine: Eng
     assert {row["thread_id"] for row in sources} == {None}
     # 130 batches are two pages of 100 (the first sync knows none of them, so it reads to the end).
     assert api.route_requests("/v1/batches") == 2
+    (record,) = _rows(engine, "SELECT outcome, sources, objects_polled FROM sync_runs")
+    assert (record["outcome"], json.loads(record["sources"]), record["objects_polled"]) == (
+        "ok",
+        {"batch": "ok", "fine_tuning.job": "ok"},
+        0,
+    )
 
 
 def test_batches_followed_to_their_end_have_every_interval_dated_by_the_api(api: Api, engine: Engine) -> None:

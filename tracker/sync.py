@@ -19,6 +19,7 @@ the ledger's append lock and per-run version make the second one's snapshots unc
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import socket
@@ -303,9 +304,7 @@ def sync(
             known_live = object_watch.live_objects(engine, kind, origin)
             listing += 1
             in_flight.add(
-                pool.submit(
-                    poll_source, api, caller, claimed_source, options.page_size, known_live, listed_pages.put
-                )
+                pool.submit(poll_source, api, caller, claimed_source, options.page_size, known_live, listed_pages.put)
             )
         objects_exhausted = not options.watched_objects
         while True:
@@ -386,5 +385,7 @@ def sync(
         retries=summary.retries,
         snapshots=summary.snapshots,
         events_appended=summary.events_appended,
+        objects_polled=summary.objects_polled,
+        sources=json.dumps(summary.sources, sort_keys=True) if summary.sources else None,
     )
     return summary

@@ -19,7 +19,8 @@ other query behind them: run it again when the database is quieter.
 
 Two operational tables for `tracker sync`: ``watched_objects`` (objects polled by id: background
 responses, which the API does not list) and ``sync_sources`` (the list endpoints it follows, batches and
-fine-tuning jobs, each leased to one sync at a time).
+fine-tuning jobs, each leased to one sync at a time); ``sync_runs`` gains ``objects_polled`` and
+``sources`` (what each sync did with them).
 
 The views of revision 0001 keep their columns and meaning for ``thread.run``; ``error_stats`` gains a
 ``kind`` column (last, so that positional readers keep working) and now counts every kind. The contract
@@ -150,6 +151,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("kind", "object_id", name=op.f("pk_watched_objects")),
     )
     op.create_index(op.f("ix_watched_objects_status"), "watched_objects", ["status"])
+    op.add_column("sync_runs", sa.Column("objects_polled", sa.Integer(), nullable=True))
+    op.add_column("sync_runs", sa.Column("sources", sa.Text(), nullable=True))
     op.create_table(
         "sync_sources",
         sa.Column("kind", sa.String(64), nullable=False),
@@ -195,5 +198,8 @@ def downgrade() -> None:
         for table in GROUPED_TABLES:
             op.execute(f"ALTER TABLE {table} ALTER COLUMN thread_id SET NOT NULL")
     op.drop_table("sync_sources")
+    # SQLite (3.35+) drops a column in place; batch mode's copy-and-rename would trip over the views.
+    for column in ("sources", "objects_polled"):
+        op.execute(f"ALTER TABLE sync_runs DROP COLUMN {column}")
     op.drop_index(op.f("ix_watched_objects_status"), table_name="watched_objects")
     op.drop_table("watched_objects")

@@ -248,4 +248,6 @@ sync_runs = Table(
     Column("events_appended", Integer, nullable=False),
     Column("errors", Text),  # JSON list of {"thread_id", "error"} or {"kind", ["object_id",] "error"}
     Column("outcome", String(16), nullable=False),  # running, ok, partial, failed, busy
+    Column("objects_polled", Integer),  # watched responses retrieved (schema 0004)
+    Column("sources", Text),  # JSON {kind: state} of the lists followed (schema 0004)
 )

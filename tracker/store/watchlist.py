@@ -115,7 +115,7 @@ def start_sync(engine: Engine, now: float, host: str, pid: int, base_url: str) -
 
 
 def finish_sync(
-    engine: Engine, sync_id: int, now: float, outcome: str, errors: list[dict[str, str]], **counts: int
+    engine: Engine, sync_id: int, now: float, outcome: str, errors: list[dict[str, str]], **counts: int | str | None
 ) -> None:
     with begin_write(engine) as connection:
         connection.execute(
