@@ -24,6 +24,7 @@ from tracker.store import projections
 from tracker.store.audit import _body_sql, verify_chain
 from tracker.store.export import ExportSelection
 from tracker.store.migrate import current_revision, downgrade, head_revision
+from tracker.store.queries import show_run
 from tracker.store.retention import purge
 
 C = 1_767_225_600
@@ -332,3 +333,17 @@ def test_a_log_with_groupless_objects_refuses_to_go_below_0004(kinds: Engine) ->
         downgrade(kinds, "0003")
     assert current_revision(kinds) == head_revision()
     assert verify_chain(kinds).ok
+
+
+def test_runs_show_gives_any_kind_its_seconds_per_status(kinds: Engine) -> None:
+    batch = show_run(kinds, "batch_1")
+    assert batch["kind"] == "batch" and "queued_s" not in batch
+    assert batch["seconds_per_status"] == {
+        "completed": 0.0,
+        "finalizing": 300.0,
+        "in_progress": 2960.0,
+        "validating": 40.0,
+    }
+    assert [step["to_status"] for step in batch["timeline"]] == ["validating", "in_progress", "finalizing", "completed"]
+    run = show_run(kinds, "run_1")
+    assert run["kind"] == "thread.run" and "seconds_per_status" not in run and run["in_progress_s"] == 7

@@ -86,9 +86,13 @@ def runs_show(obj: Context, run_id: str, output_format: str) -> None:
         emit_json(run)
         return
     timeline = run.pop("timeline")
+    per_status = run.pop("seconds_per_status", None)
     width = max(len(key) for key in run)
     for key, value in run.items():
         click.echo(f"{key.ljust(width)}  {cell(key, value)}")
+    if per_status is not None:
+        click.echo("\nseconds per status (finished stays):")
+        emit_table([{"status": status, "seconds": seconds} for status, seconds in per_status.items()])
     click.echo("\ntimeline:")
     emit_table(timeline, ("seq", "from_status", "to_status", "occurred_at", "observed_at", "inferred", "dated_by"))
 

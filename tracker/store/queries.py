@@ -69,16 +69,29 @@ def list_runs(
 
 
 def show_run(engine: Engine, run_id: str) -> dict[str, Any]:
-    """One run's current state, durations and status timeline."""
+    """One object's current state, durations and status timeline.
+
+    A run's durations are the ``run_durations`` columns; any other kind's are its seconds per status
+    (``object_durations``), under ``seconds_per_status``.
+    """
     with engine.connect() as connection:
-        columns = [proj_runs.c[name] for name in (*RUN_COLUMNS, *DURATION_COLUMNS)]
+        columns = [proj_runs.c[name] for name in ("kind", *RUN_COLUMNS, *DURATION_COLUMNS)]
         row = connection.execute(select(*columns).where(proj_runs.c.run_id == run_id)).first()
         if row is None:
             raise RunNotFound(f"run {run_id!r} is not in the ledger")
         timeline = connection.execute(
             select(proj_transitions).where(proj_transitions.c.run_id == run_id).order_by(proj_transitions.c.seq)
         ).all()
+        seconds = connection.execute(
+            text("SELECT status, seconds FROM object_durations WHERE object_id = :id ORDER BY status"), {"id": run_id}
+        ).all()
     result = _plain(row._mapping)
+    if result["kind"] != RUN_KIND:
+        for name in DURATION_COLUMNS:
+            if name not in ("total_s", "requires_action_count"):
+                del result[name]
+        del result["requires_action_count"]
+        result["seconds_per_status"] = {status: float(value) for status, value in seconds}
     result["timeline"] = [_plain(item._mapping) for item in timeline]
     return result
 
