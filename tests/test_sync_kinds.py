@@ -48,7 +48,7 @@ class Api:
         try:
             caller = Caller(RateLimiter(None), sleep=lambda seconds: None)
             api = RunsApi(client, clock=self.clock.now)
-            return sync(engine, api, caller, SyncOptions(cadence=None, **options), now=self.clock.now)
+            return sync(engine, api, caller, SyncOptions(**{"cadence": None, **options}), now=self.clock.now)
         finally:
             client.close()
 
@@ -390,6 +390,30 @@ def test_watched_responses_are_polled_before_threads_when_time_runs_short(api: A
         client.close()
     assert summary.stopped_early
     assert summary.objects_polled == 5 and summary.threads_polled < 40
+
+
+def test_a_late_sync_records_a_poll_gap_on_every_live_listed_and_watched_object(api: Api, engine: Engine) -> None:
+    api.world.populate_kinds(batches=30, history_s=DAY)
+    ids = api.world.populate_kinds(responses=4, history_s=10.0).responses
+    object_watch.watch_objects(engine, "response", ids, START)
+    api.sync(engine, cadence=60.0)
+    live = {object_id for object_id, status in _current(engine, "batch").items() if status not in BATCH.terminal}
+    live_responses = {
+        object_id for object_id, status in _current(engine, "response").items() if status in ("queued", "in_progress")
+    }
+    assert live and live_responses
+    api.clock.advance(600)  # ten cadences late
+    api.sync(engine, cadence=60.0)
+    gaps = _rows(
+        engine, "SELECT run_id, kind, CAST(data AS TEXT) AS data FROM run_events WHERE event_type = 'poll_gap'"
+    )
+    assert {row["run_id"] for row in gaps if row["kind"] == "batch"} == live
+    assert {row["run_id"] for row in gaps if row["kind"] == "response"} == live_responses
+    assert all(json.loads(row["data"])["until"] - json.loads(row["data"])["since"] == 600 for row in gaps)
+    # On time: no gap.
+    api.clock.advance(60)
+    api.sync(engine, cadence=60.0)
+    assert len(_rows(engine, "SELECT seq FROM run_events WHERE event_type = 'poll_gap'")) == len(gaps)
 
 
 def test_a_response_gone_past_the_apis_retention_while_live_is_recorded_lost(api: Api, engine: Engine) -> None:

@@ -169,14 +169,19 @@ def _steps(api: RunsApi, caller: Caller, thread_id: str, run_id: str, page_size:
 
 def _poll_gaps(claimed: Claimed, now: float, cadence: float | None) -> list[Signal]:
     """A ``poll_gap`` for each live run of a thread last synced more than 1.5 cadences ago."""
-    if cadence is None or claimed.last_synced_at is None or now - claimed.last_synced_at <= 1.5 * cadence:
+    live = sorted(run_id for run_id, terminal in claimed.known_runs.items() if not terminal)
+    return poll_gaps(RUN_KIND, claimed.thread_id, live, claimed.last_synced_at, now, cadence)
+
+
+def poll_gaps(
+    kind: str, group_id: str | None, live: list[str], since: float | None, now: float, cadence: float | None
+) -> list[Signal]:
+    """A ``poll_gap`` for each of the ``live`` objects, when their last poll (``since``) is more than 1.5
+    cadences before ``now``: what happened in between is only bounded."""
+    if cadence is None or since is None or now - since <= 1.5 * cadence:
         return []
-    data = {"since": claimed.last_synced_at, "until": round(now, 3), "cadence_s": cadence}
-    return [
-        Signal(RUN_KIND, run_id, claimed.thread_id, POLL_GAP, round(now, 3), dict(data))
-        for run_id, terminal in sorted(claimed.known_runs.items())
-        if not terminal
-    ]
+    data = {"since": since, "until": round(now, 3), "cadence_s": cadence}
+    return [Signal(kind, object_id, group_id, POLL_GAP, round(now, 3), dict(data)) for object_id in live]
 
 
 def _terminal(snapshot: Snapshot) -> bool:
@@ -302,6 +307,9 @@ def sync(
                 continue
             claimed_any = True
             known_live = object_watch.live_objects(engine, kind, origin)
+            signals.extend(
+                poll_gaps(kind, None, sorted(known_live), claimed_source.last_synced_at, now(), options.cadence)
+            )
             listing += 1
             in_flight.add(
                 pool.submit(poll_source, api, caller, claimed_source, options.page_size, known_live, listed_pages.put)
@@ -322,6 +330,11 @@ def sync(
                     objects_exhausted = True
                     break
                 claimed_any = True
+                for one in claimed:
+                    if one.known_live:
+                        signals.extend(
+                            poll_gaps(one.kind, None, [one.object_id], one.last_synced_at, now(), options.cadence)
+                        )
                 in_flight |= {pool.submit(poll_object, api, caller, one) for one in claimed}
             # Then the watched threads, claimed the same way.
             while objects_exhausted and not exhausted and len(in_flight) < 2 * options.concurrency:

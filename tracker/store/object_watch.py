@@ -91,6 +91,7 @@ class ClaimedObject:
     kind: str
     object_id: str
     known_live: bool
+    last_synced_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def claim_objects(
     c = watched_objects.c
     with begin_write(engine) as connection:
         candidates = (
-            select(c.kind, c.object_id)
+            select(c.kind, c.object_id, c.last_synced_at)
             .where(
                 c.status == ACTIVE,
                 _free(now),
@@ -128,7 +129,8 @@ def claim_objects(
         )
         if connection.dialect.name == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
-        keys = [(row.kind, row.object_id) for row in connection.execute(candidates)]
+        found = {(row.kind, row.object_id): row.last_synced_at for row in connection.execute(candidates)}
+        keys = list(found)
         for kind, object_id in keys:
             connection.execute(
                 update(watched_objects)
@@ -136,7 +138,9 @@ def claim_objects(
                 .values(lease_owner=sync_id, lease_until=now + lease_s)
             )
         live = _live_among(connection, [object_id for _, object_id in keys])
-    return [ClaimedObject(kind, object_id, (kind, object_id) in live) for kind, object_id in keys]
+    return [
+        ClaimedObject(kind, object_id, (kind, object_id) in live, found[kind, object_id]) for kind, object_id in keys
+    ]
 
 
 def _live_among(connection: Connection, object_ids: Sequence[str]) -> set[tuple[str, str]]:
@@ -180,6 +184,7 @@ class ClaimedSource:
     kind: str
     api: str
     newest_seen_at: float | None
+    last_synced_at: float | None = None  # the last successful poll of this list
 
 
 def claim_source(engine: Engine, kind: str, api: str, sync_id: int, now: float, lease_s: float) -> ClaimedSource | None:
@@ -201,8 +206,8 @@ def claim_source(engine: Engine, kind: str, api: str, sync_id: int, now: float, 
         )
         if not result.rowcount:
             return None
-        newest = connection.execute(select(c.newest_seen_at).where(mine)).scalar_one()
-    return ClaimedSource(kind, api, None if newest is None else float(newest))
+        newest, last = connection.execute(select(c.newest_seen_at, c.last_synced_at).where(mine)).one()
+    return ClaimedSource(kind, api, None if newest is None else float(newest), None if last is None else float(last))
 
 
 def release_source(
