@@ -30,7 +30,7 @@ from tracker.store import object_watch, projections, watchlist
 from tracker.store.audit import verify_chain
 from tracker.store.object_watch import ClaimedSource
 from tracker.sync import SyncOptions, SyncSummary, sync
-from tracker.sync_objects import LISTED_KINDS, SourcePoll, poll_listed, poll_source
+from tracker.sync_objects import LISTED_KINDS, SourcePoll, list_identity, poll_listed, poll_source
 
 START = 1_800_000_000.0
 DAY = 86_400.0
@@ -149,9 +149,9 @@ def test_new_batches_are_found_on_the_first_pages_and_older_live_ones_retrieved(
     assert "validating" not in _current(engine, "batch").values()
     create = {"input_file_id": "file-abc", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
     created = []
-    for _ in range(3):
+    for _ in range(3):  # further apart than the stop margin (300 s)
         created.append(api.world.batches.create(**create)["id"])
-        api.clock.advance(10)
+        api.clock.advance(400)
     older = created[0]
 
     # Page by page (one batch a page): the three new ones, the newest the last sync saw (not older than
@@ -160,8 +160,8 @@ def test_new_batches_are_found_on_the_first_pages_and_older_live_ones_retrieved(
     assert first.requests == 5
     assert set(created) <= set(_current(engine, "batch"))
 
-    # Nothing new since: the pages stop at the first batch older than the newest seen (the second page);
-    # the live batch behind it is retrieved by id, not paged to.
+    # Nothing new since: the pages stop at the first batch older than the margin below the newest seen
+    # (the second page); the live batch behind it is retrieved by id, not paged to.
     api.clock.advance(1)
     again = api.sync(engine, listed_kinds=("batch",), page_size=1)
     live_behind = int(_current(engine, "batch")[older] not in BATCH.terminal)
@@ -231,12 +231,13 @@ def _poll(api: FakeList, known_live: dict[str, float], newest_seen_at: float | N
 @pytest.mark.parametrize(
     ("new", "live", "pages", "retrieved"),
     [
-        # 50 new, 200 live just behind them, 3 old live ones far down: 3 pages, then 3 retrieves.
-        (50, [*range(50, 250), 600, 700, 800], 3, [600, 700, 800]),
+        # (Objects here are a second apart: the 300 s stop margin is 300 objects, 3 pages.)
+        # 50 new, 200 live just behind them, 3 old live ones far down: 4 pages, then 3 retrieves.
+        (50, [*range(50, 250), 600, 700, 800], 4, [600, 700, 800]),
         # Live and ended mixed over the 500 newest: paging on while a page pays beats 333 retrieves.
         (0, [index for index in range(500) if index % 3], 5, []),
-        # Nothing new, nothing live: the first page reaches what the last poll saw and is the only request.
-        (0, [], 1, []),
+        # Nothing new, nothing live: the pages stop once past the margin below what the last poll saw.
+        (0, [], 4, []),
     ],
 )
 def test_a_list_is_paged_while_a_page_covers_more_known_live_objects_than_one_retrieve(
@@ -292,6 +293,101 @@ def test_a_known_live_batch_the_api_no_longer_has_is_lost() -> None:
     assert [(signal.object_id, signal.event_type, signal.group_id) for signal in poll.signals] == [
         ("batch_gone", "run_lost", None)
     ]
+
+
+def test_a_page_saying_there_is_more_without_a_cursor_fails_the_poll_instead_of_ending_it() -> None:
+    class NoCursor(FakeList):
+        def list_objects(self, kind: str, after: str | None, limit: int) -> Fetched:
+            body = json.loads(super().list_objects(kind, after, limit).body)
+            for item in body["data"]:
+                item.pop("id")  # nothing readable, no cursor anywhere
+            return Fetched(json.dumps(body).encode(), START)
+
+    poll = _poll(NoCursor(500), {}, newest_seen_at=None)
+    assert poll.state == "failed" and "names no new cursor" in str(poll.error)
+    assert poll.newest_seen_at is None
+
+
+def test_a_page_whose_last_object_is_unreadable_continues_after_the_last_readable_one() -> None:
+    api = FakeList(250, broken=frozenset({99, 199}))
+    poll = _poll(api, {}, newest_seen_at=None)
+    assert len(poll.snapshots) == 248 and api.pages_served == 3
+
+
+def test_a_poll_with_an_unreadable_object_does_not_move_its_mark_so_the_next_reads_it_again() -> None:
+    poll = _poll(FakeList(250, broken=frozenset({150})), {}, newest_seen_at=START)
+    assert poll.state == "ok" and len(poll.rejected) == 1
+    assert poll.newest_seen_at is None  # not recorded: the next poll reads down to the old mark again
+    clean = _poll(FakeList(250), {}, newest_seen_at=START)
+    assert clean.newest_seen_at == START
+
+
+def test_a_list_read_stops_at_max_runtime_without_moving_its_mark() -> None:
+    api = FakeList(1000)
+    pages = iter(range(100))
+    poll = poll_source(
+        api, Caller(RateLimiter(None)), ClaimedSource("batch", "x", None), 100, {}, None, lambda: next(pages) >= 1
+    )
+    assert api.pages_served == 2 and not poll.complete and poll.newest_seen_at is None
+
+
+def test_a_sync_failing_while_a_list_is_read_stops_instead_of_hanging(
+    api: Api, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api.world.populate_kinds(batches=3000, fine_tuning_jobs=900, history_s=DAY)
+
+    def broken_append(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr("tracker.sync.append_snapshots", broken_append)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            api.sync(engine, append_batch=50, page_size=20)
+        except BaseException as exc:  # the test reports whatever came out
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the sync hung on a list reader waiting for its pages to be taken"
+    assert [str(exc) for exc in outcome] == ["the database went away"]
+
+
+def test_live_batches_a_list_showed_are_followed_even_if_the_ledger_had_them_from_a_file(
+    api: Api, engine: Engine
+) -> None:
+    api.world.populate_kinds(batches=150, history_s=6 * 3600.0)
+    served = [api.world.batches.retrieve(object_id) for object_id in api.world.batches.ids()]
+    ingest_lines(engine, [json.dumps(body).encode() for body in served], api.clock.now, source={"ingest": "f"})
+    first = api.sync(engine, listed_kinds=("batch",))
+    assert first.events_appended == 0  # the list showed nothing new
+    api.clock.advance(2 * DAY)
+    api.sync(engine, listed_kinds=("batch",))
+    assert _current(engine, "batch") == _served(api, "batch")
+
+
+def test_two_keys_against_one_server_are_two_lists() -> None:
+    base = "http://127.0.0.1:8765/v1"
+    assert list_identity(base, None, "sk-project-a-0000") != list_identity(base, None, "sk-project-b-1111")
+    assert list_identity(base, None, "sk-project-a-0000") == list_identity(base, None, "sk-project-a-0000")
+
+
+def test_a_complete_poll_records_its_mark_even_after_losing_its_lease(engine: Engine) -> None:
+    first = object_watch.claim_source(engine, "batch", "api", 1, START, 300.0)
+    assert first is not None
+    second = object_watch.claim_source(engine, "batch", "api", 2, START + 301, 300.0)  # the lease expired
+    assert second is not None
+    object_watch.release_source(engine, first, 1, START + 400, error=None, live=0, newest_seen_at=START - 10)
+    object_watch.release_source(engine, second, 2, START + 500, error=None, live=0, newest_seen_at=START - 20)
+    (row,) = object_watch.source_rows(engine)
+    assert row["newest_seen_at"] == START - 10  # only ever grows
+    third = object_watch.claim_source(engine, "batch", "api", 3, START + 600, 300.0)
+    assert third is not None
+    object_watch.note_pages(engine, third, 3, START + 850, 300.0, {"batch_1": START}, [])
+    assert object_watch.claim_source(engine, "batch", "api", 4, START + 1000, 300.0) is None  # renewed
+    assert object_watch.listed_live_objects(engine, "batch", "api") == {"batch_1": START}
 
 
 def test_two_syncs_at_once_never_page_one_list_together_and_lose_nothing(api: Api, engine: Engine) -> None:
@@ -469,4 +565,6 @@ def test_watch_response_and_sync_from_the_command_line(
         json.loads(row["s"])["project"] for row in _rows(engine, "SELECT CAST(source AS TEXT) AS s FROM run_events")
     }
     assert sources == {"proj_demo"}
-    assert [row["api"] for row in object_watch.source_rows(engine)] == [f"{api.server.base_url}#proj_demo"]
+    identity = list_identity(api.server.base_url, "proj_demo", API_KEY)
+    assert [row["api"] for row in object_watch.source_rows(engine)] == [identity]
+    assert API_KEY not in identity

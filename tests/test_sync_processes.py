@@ -37,7 +37,7 @@ from tracker.store.engine import make_engine
 from tracker.store.migrate import upgrade
 from tracker.store.schema import proj_runs, run_events, sync_runs, watched_threads
 from tracker.sync import SyncOptions, SyncSummary, sync
-from tracker.sync_objects import LISTED_KINDS
+from tracker.sync_objects import LISTED_KINDS, list_identity
 
 pytestmark = pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning")
 
@@ -344,7 +344,8 @@ def test_a_sync_while_another_holds_every_due_thread_and_list_exits_3(sim: Sim, 
     other = watchlist.start_sync(engine, time.time(), "elsewhere", 1, sim.server.base_url)
     assert len(watchlist.claim(engine, other, time.time(), time.time(), LEASE_S, 32)) == 5
     for kind in LISTED_KINDS:
-        assert object_watch.claim_source(engine, kind, sim.server.base_url, other, time.time(), LEASE_S)
+        identity = list_identity(sim.server.base_url, None, API_KEY)
+        assert object_watch.claim_source(engine, kind, identity, other, time.time(), LEASE_S)
 
     result = sim.tracker(db_url, "sync", "--json")
     assert result.returncode == 3, result.stderr

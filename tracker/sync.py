@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import socket
 import time
 from collections.abc import Callable
@@ -42,9 +41,20 @@ from tracker.sources.openai_runs import ApiFailure, Caller, GaveUp, RunsApi, ass
 from tracker.sources.paging import page_of, pages
 from tracker.store import object_watch
 from tracker.store.ledger import append_snapshots
-from tracker.store.object_watch import ObjectOutcome
+from tracker.store.object_watch import ClaimedSource, ObjectOutcome
 from tracker.store.watchlist import Claimed, ThreadOutcome, claim, due_count, finish_sync, release, start_sync
-from tracker.sync_objects import LISTED_KINDS, ListedPoll, ObjectPoll, SourcePoll, poll_listed, poll_object, poll_source
+from tracker.sync_objects import (
+    LISTED_KINDS,
+    ListedPoll,
+    ObjectPoll,
+    PageChannel,
+    SourcePoll,
+    list_identity,
+    poll_listed,
+    poll_object,
+    poll_source,
+    split_live,
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,8 @@ class SyncSummary:
     objects_polled: int = 0  # watched objects (responses) retrieved
     objects_failed: int = 0
     objects_gone: list[str] = field(default_factory=list)
+    listed_retrieved: int = 0  # known-live listed objects the pages did not cover, retrieved one by one
+    listed_lost: list[str] = field(default_factory=list)  # ... of which the API no longer has (run_lost)
     requests: int = 0
     retries: int = 0
     snapshots: int = 0
@@ -207,6 +219,9 @@ def _note_object(summary: SyncSummary, outcome: ObjectOutcome) -> None:
 
 
 def _note_listed(summary: SyncSummary, poll: ListedPoll) -> None:
+    summary.listed_retrieved += 1
+    if poll.gone:
+        summary.listed_lost.append(poll.object_id)
     if poll.error is not None:
         summary.objects_failed += 1
         summary.errors.append({"kind": poll.kind, "object_id": poll.object_id, "error": poll.error})
@@ -250,7 +265,7 @@ def sync(
     # The server (and project) is named in every event too, so an exported event says where it came from on
     # its own, and a list's known-live objects are those recorded from this API.
     origin = {"base_url": base_url, **({"project": api.project} if api.project else {})}
-    api_key = base_url + (f"#{api.project}" if api.project else "")
+    api_identity = list_identity(base_url, api.project, api.api_key)
     source = source_json(redaction_source(options.redaction, {"sync": summary.sync_id, **origin}))
     pending: list[Snapshot] = []
     signals: list[Signal] = []
@@ -287,97 +302,128 @@ def sync(
     claimed_any = False
     in_flight: set[Future[ThreadPoll | SourcePoll | ObjectPoll | ListedPoll]] = set()
     exhausted = objects_exhausted = False
-    # A list's pages come through this queue as they are read and are appended meanwhile; its bound holds
-    # a list poll back while the appends catch up, so a project's whole history is never in memory at once.
-    listed_pages: queue.Queue[list[Snapshot]] = queue.Queue(maxsize=_LISTED_PAGES_IN_FLIGHT)
+    # A list's pages come through this channel as they are read and are appended meanwhile.
+    channel = PageChannel(_LISTED_PAGES_IN_FLIGHT)
     listing = 0  # list polls still running
+
+    def take_pages() -> None:
+        """Append-to-be the pages read so far; record which objects they show live or ended, and keep the
+        lists' leases while they are read."""
+        by_list: dict[ClaimedSource, list[Snapshot]] = {}
+        for claimed_list, page in channel.drain():
+            pending.extend(redact_snapshots(options.redaction, page))
+            by_list.setdefault(claimed_list, []).extend(page)
+        for claimed_list, snapshots in by_list.items():
+            live, ended = split_live(snapshots)
+            object_watch.note_pages(engine, claimed_list, summary.sync_id, now(), options.lease_s, live, ended)
 
     def out_of_time() -> bool:
         if options.max_runtime is not None and now() - started > options.max_runtime:
             summary.stopped_early = True
         return summary.stopped_early
 
-    with assistants_api_allowed(), ThreadPoolExecutor(options.concurrency, thread_name_prefix="tracker-poll") as pool:
-        for kind in options.listed_kinds:  # the lists first: each is one long sequence of pages
-            if out_of_time():
-                break
-            claimed_source = object_watch.claim_source(engine, kind, api_key, summary.sync_id, now(), options.lease_s)
-            if claimed_source is None:
-                summary.sources[kind] = "busy"
-                continue
-            claimed_any = True
-            known_live = object_watch.live_objects(engine, kind, origin)
-            signals.extend(
-                poll_gaps(kind, None, sorted(known_live), claimed_source.last_synced_at, now(), options.cadence)
-            )
-            listing += 1
-            in_flight.add(
-                pool.submit(poll_source, api, caller, claimed_source, options.page_size, known_live, listed_pages.put)
-            )
-        objects_exhausted = not options.watched_objects
-        while True:
-            # The watched responses first: the API forgets them soon after they end, so under --max-runtime
-            # they must not wait behind thousands of threads. Keep the workers busy: claim the next ones
-            # while the claimed ones are being polled.
-            while not objects_exhausted and len(in_flight) < 2 * options.concurrency:
+    pool = ThreadPoolExecutor(options.concurrency, thread_name_prefix="tracker-poll")
+    try:
+        with assistants_api_allowed():
+            for kind in options.listed_kinds:  # the lists first: each is one long sequence of pages
                 if out_of_time():
-                    objects_exhausted = exhausted = True
                     break
-                claimed = object_watch.claim_objects(
-                    engine, summary.sync_id, started, now(), options.lease_s, claim_size
+                claimed_source = object_watch.claim_source(
+                    engine, kind, api_identity, summary.sync_id, now(), options.lease_s
                 )
-                if not claimed:
-                    objects_exhausted = True
-                    break
+                if claimed_source is None:
+                    summary.sources[kind] = "busy"
+                    continue
                 claimed_any = True
-                for one in claimed:
-                    if one.known_live:
-                        signals.extend(
-                            poll_gaps(one.kind, None, [one.object_id], one.last_synced_at, now(), options.cadence)
+                known_live = object_watch.listed_live_objects(engine, kind, api_identity)
+                signals.extend(
+                    poll_gaps(kind, None, sorted(known_live), claimed_source.last_synced_at, now(), options.cadence)
+                )
+                listing += 1
+                in_flight.add(
+                    pool.submit(
+                        poll_source,
+                        api,
+                        caller,
+                        claimed_source,
+                        options.page_size,
+                        known_live,
+                        channel.deliver,
+                        out_of_time,
+                    )
+                )
+            objects_exhausted = not options.watched_objects
+            while True:
+                # The watched responses first: the API forgets them soon after they end, so under --max-runtime
+                # they must not wait behind thousands of threads. Keep the workers busy: claim the next ones
+                # while the claimed ones are being polled.
+                while not objects_exhausted and len(in_flight) < 2 * options.concurrency:
+                    if out_of_time():
+                        objects_exhausted = exhausted = True
+                        break
+                    claimed = object_watch.claim_objects(
+                        engine, summary.sync_id, started, now(), options.lease_s, claim_size
+                    )
+                    if not claimed:
+                        objects_exhausted = True
+                        break
+                    claimed_any = True
+                    for one in claimed:
+                        if one.known_live:
+                            signals.extend(
+                                poll_gaps(one.kind, None, [one.object_id], one.last_synced_at, now(), options.cadence)
+                            )
+                    in_flight |= {pool.submit(poll_object, api, caller, one) for one in claimed}
+                # Then the watched threads, claimed the same way.
+                while objects_exhausted and not exhausted and len(in_flight) < 2 * options.concurrency:
+                    if out_of_time():
+                        exhausted = True
+                        break
+                    batch = claim(engine, summary.sync_id, started, now(), options.lease_s, claim_size)
+                    if not batch:
+                        exhausted = True
+                        break
+                    claimed_any = True
+                    in_flight |= {
+                        pool.submit(
+                            poll_thread, api, caller, claimed, options.page_size, options.cadence, options.steps
                         )
-                in_flight |= {pool.submit(poll_object, api, caller, one) for one in claimed}
-            # Then the watched threads, claimed the same way.
-            while objects_exhausted and not exhausted and len(in_flight) < 2 * options.concurrency:
-                if out_of_time():
-                    exhausted = True
+                        for claimed in batch
+                    }
+                if not in_flight:
                     break
-                batch = claim(engine, summary.sync_id, started, now(), options.lease_s, claim_size)
-                if not batch:
-                    exhausted = True
-                    break
-                claimed_any = True
-                in_flight |= {
-                    pool.submit(poll_thread, api, caller, claimed, options.page_size, options.cadence, options.steps)
-                    for claimed in batch
-                }
-            if not in_flight:
-                break
-            # While a list is being read, wake up often enough to take its pages as they come.
-            done, in_flight = wait(in_flight, timeout=0.05 if listing else None, return_when=FIRST_COMPLETED)
-            while not listed_pages.empty():
-                pending.extend(redact_snapshots(options.redaction, listed_pages.get_nowait()))
-            for future in done:
-                poll = future.result()
-                pending.extend(redact_snapshots(options.redaction, poll.snapshots))
-                if not isinstance(poll, SourcePoll):  # a list's losses are found by its retrieves
-                    signals.extend(poll.signals)
-                if isinstance(poll, SourcePoll):
-                    listing -= 1
-                    _note_source(summary, poll)
-                    source_outcomes.append(poll)
-                    # The known-live objects its pages did not cover, retrieved on all the workers.
-                    in_flight |= {pool.submit(poll_listed, api, caller, poll.kind, one) for one in poll.to_retrieve}
-                elif isinstance(poll, ListedPoll):
-                    _note_listed(summary, poll)
-                elif isinstance(poll, ObjectPoll):
-                    _note_object(summary, poll.outcome)
-                    object_outcomes.append(poll.outcome)
-                else:
-                    _note_thread(summary, poll.outcome)
-                    outcomes.append(poll.outcome)
-                    on_progress(summary.threads_polled)
-            flush()
-        flush(final=True)
+                # While a list is being read, wake up often enough to take its pages as they come.
+                done, in_flight = wait(in_flight, timeout=0.05 if listing else None, return_when=FIRST_COMPLETED)
+                take_pages()
+                for future in done:
+                    poll = future.result()
+                    pending.extend(redact_snapshots(options.redaction, poll.snapshots))
+                    if not isinstance(poll, SourcePoll):  # a list's losses are found by its retrieves
+                        signals.extend(poll.signals)
+                    if isinstance(poll, SourcePoll):
+                        listing -= 1
+                        _note_source(summary, poll)
+                        source_outcomes.append(poll)
+                        # The known-live objects its pages did not cover, retrieved on all the workers.
+                        in_flight |= {pool.submit(poll_listed, api, caller, poll.kind, one) for one in poll.to_retrieve}
+                    elif isinstance(poll, ListedPoll):
+                        _note_listed(summary, poll)
+                        if poll.gone or any(_terminal(snapshot) for snapshot in poll.snapshots):
+                            object_watch.note_listed(engine, poll.kind, api_identity, {}, [poll.object_id])
+                    elif isinstance(poll, ObjectPoll):
+                        _note_object(summary, poll.outcome)
+                        object_outcomes.append(poll.outcome)
+                    else:
+                        _note_thread(summary, poll.outcome)
+                        outcomes.append(poll.outcome)
+                        on_progress(summary.threads_polled)
+                flush()
+            flush(final=True)
+    finally:
+        # On an error (or Ctrl-C) no one drains the channel any more: a list reader waiting on it gives up,
+        # and polls not started are dropped, so the shutdown never waits on a full channel.
+        channel.close()
+        pool.shutdown(wait=True, cancel_futures=True)
     summary.requests, summary.retries = caller.requests, caller.retries
     if not claimed_any:
         due, held = due_count(engine, now())

@@ -19,8 +19,8 @@ other query behind them: run it again when the database is quieter.
 
 Two operational tables for `tracker sync`: ``watched_objects`` (objects polled by id: background
 responses, which the API does not list) and ``sync_sources`` (the list endpoints it follows, batches and
-fine-tuning jobs, each leased to one sync at a time); ``sync_runs`` gains ``objects_polled`` and
-``sources`` (what each sync did with them).
+fine-tuning jobs, each leased to one sync at a time) with ``listed_live`` (the objects a list showed live
+and has not shown ended); ``sync_runs`` gains ``objects_polled`` and ``sources``.
 
 The views of revision 0001 keep their columns and meaning for ``thread.run``; ``error_stats`` gains a
 ``kind`` column (last, so that positional readers keep working) and now counts every kind. The contract
@@ -151,6 +151,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("kind", "object_id", name=op.f("pk_watched_objects")),
     )
     op.create_index(op.f("ix_watched_objects_status"), "watched_objects", ["status"])
+    op.create_table(
+        "listed_live",
+        sa.Column("kind", sa.String(64), nullable=False),
+        sa.Column("api", sa.String(1024), nullable=False),
+        sa.Column("object_id", ID, nullable=False),
+        sa.Column("created_at", TIME, nullable=False),
+        sa.PrimaryKeyConstraint("kind", "api", "object_id", name=op.f("pk_listed_live")),
+    )
     op.add_column("sync_runs", sa.Column("objects_polled", sa.Integer(), nullable=True))
     op.add_column("sync_runs", sa.Column("sources", sa.Text(), nullable=True))
     op.create_table(
@@ -180,7 +188,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     bind = op.get_bind()
-    for table in ("run_events", "proj_runs"):  # proj_runs too: a purge may have left groupless runs only there
+    if bind.dialect.name == "postgresql":
+        op.execute("SET LOCAL lock_timeout = '30s'")
+    for table in GROUPED_TABLES:  # the projections too: a purge may have left groupless objects only there
         if bind.execute(sa.text(f"SELECT count(*) FROM {table} WHERE thread_id IS NULL")).scalar_one():
             # Revision 0003 requires a group for every object; this log holds objects that have none.
             raise RuntimeError(
@@ -198,6 +208,7 @@ def downgrade() -> None:
         for table in GROUPED_TABLES:
             op.execute(f"ALTER TABLE {table} ALTER COLUMN thread_id SET NOT NULL")
     op.drop_table("sync_sources")
+    op.drop_table("listed_live")
     # SQLite (3.35+) drops a column in place; batch mode's copy-and-rename would trip over the views.
     for column in ("sources", "objects_polled"):
         op.execute(f"ALTER TABLE sync_runs DROP COLUMN {column}")

@@ -4,24 +4,25 @@ Background responses have no list endpoint: ``tracker watch --response`` (or ``t
 their ids in ``watched_objects``, and every sync retrieves each active one until it is seen in a terminal
 status (``ended``: never polled again) or the API no longer has it (``gone``). Batches and fine-tuning
 jobs are listed per project: ``sync_sources`` holds one row per list and API, leased to one sync at a time,
-with the newest ``created_at`` a poll of it saw (where the next poll may stop paging).
+with the newest ``created_at`` a complete poll of it saw (where the next poll may stop paging), and
+``listed_live`` the objects it showed live and has not shown ended (what a poll retrieves when its pages
+do not cover them).
 Leases work as for threads (:mod:`tracker.store.watchlist`): a crashed sync's leases expire, and on
 PostgreSQL a claim skips rows another sync is claiming.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Text, and_, cast, delete, false, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, false, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tracker.store.engine import begin_write
 from tracker.store.projections import in_chunks
-from tracker.store.schema import proj_runs, run_events, sync_sources, watched_objects
+from tracker.store.schema import listed_live, proj_runs, sync_sources, watched_objects
 
 ACTIVE = "active"
 ENDED = "ended"
@@ -210,6 +211,17 @@ def claim_source(engine: Engine, kind: str, api: str, sync_id: int, now: float, 
     return ClaimedSource(kind, api, None if newest is None else float(newest), None if last is None else float(last))
 
 
+def renew_source(engine: Engine, source: ClaimedSource, sync_id: int, now: float, lease_s: float) -> None:
+    """Extend this sync's lease on a list it is still reading (a first read may outlast one lease)."""
+    c = sync_sources.c
+    with begin_write(engine) as connection:
+        connection.execute(
+            update(sync_sources)
+            .where(c.kind == source.kind, c.api == source.api, c.lease_owner == sync_id)
+            .values(lease_until=now + lease_s)
+        )
+
+
 def release_source(
     engine: Engine,
     source: ClaimedSource,
@@ -220,19 +232,21 @@ def release_source(
     live: int,
     newest_seen_at: float | None,
 ) -> None:
-    """Free the lease; after a successful poll, record what it saw (``newest_seen_at`` only ever grows)."""
+    """Free the lease and record how the poll went. ``newest_seen_at`` (a complete poll's) only grows, and
+    is recorded even if another sync took the lease meanwhile: this poll's pages are in the ledger."""
     c = sync_sources.c
+    mine = and_(c.kind == source.kind, c.api == source.api)
     values: dict[str, Any] = {"lease_until": None, "last_error": error}
     if error is None:
         values.update(last_synced_at=now, live_objects=live)
-        if newest_seen_at is not None and (source.newest_seen_at is None or newest_seen_at > source.newest_seen_at):
-            values["newest_seen_at"] = newest_seen_at
     with begin_write(engine) as connection:
-        connection.execute(
-            update(sync_sources)
-            .where(c.kind == source.kind, c.api == source.api, c.lease_owner == sync_id)
-            .values(**values)
-        )
+        connection.execute(update(sync_sources).where(mine, c.lease_owner == sync_id).values(**values))
+        if newest_seen_at is not None:
+            connection.execute(
+                update(sync_sources)
+                .where(mine, or_(c.newest_seen_at.is_(None), c.newest_seen_at < newest_seen_at))
+                .values(newest_seen_at=newest_seen_at)
+            )
 
 
 def source_rows(engine: Engine) -> list[dict[str, Any]]:
@@ -244,31 +258,48 @@ def source_rows(engine: Engine) -> list[dict[str, Any]]:
         return [dict(row._mapping) for row in connection.execute(query)]
 
 
-def live_objects(engine: Engine, kind: str, origin: Mapping[str, Any]) -> dict[str, float]:
-    """The objects of ``kind`` the ledger knows as live and has recorded from ``origin`` (the ``base_url``
-    and ``project`` a sync names in its events' source): id -> ``created_at``. Objects recorded only from
-    elsewhere (another server or project, an ingested file) are not this API's to retrieve."""
-    live: dict[str, float] = {}
-    with engine.connect() as connection:
-        rows = connection.execute(
-            select(proj_runs.c.run_id, proj_runs.c.created_at).where(
-                and_(proj_runs.c.kind == kind, proj_runs.c.is_terminal == false())
-            )
+def note_pages(
+    engine: Engine,
+    source: ClaimedSource,
+    sync_id: int,
+    now: float,
+    lease_s: float,
+    live: Mapping[str, float],
+    ended: Iterable[str],
+) -> None:
+    """What pages of a list being read showed (:func:`note_listed`), and its lease kept, in one write."""
+    with begin_write(engine) as connection:
+        _note(connection, source.kind, source.api, live, list(ended))
+        c = sync_sources.c
+        connection.execute(
+            update(sync_sources)
+            .where(c.kind == source.kind, c.api == source.api, c.lease_owner == sync_id)
+            .values(lease_until=now + lease_s)
         )
-        candidates = {row.run_id: float(row.created_at) for row in rows}
-        for chunk in in_chunks(list(candidates)):
-            sources = connection.execute(
-                select(run_events.c.run_id, cast(run_events.c.source, Text)).where(run_events.c.run_id.in_(chunk))
-            )
-            for object_id, text in sources:
-                if object_id not in live and _from(text, origin):
-                    live[object_id] = candidates[object_id]
-    return live
 
 
-def _from(source_text: str, origin: Mapping[str, Any]) -> bool:
-    try:
-        source = json.loads(source_text)
-    except ValueError:
-        return False
-    return isinstance(source, dict) and all(source.get(key) == value for key, value in origin.items())
+def listed_live_objects(engine: Engine, kind: str, api: str) -> dict[str, float]:
+    """The objects the list of ``kind`` on ``api`` showed live and has not shown ended: id -> created_at."""
+    c = listed_live.c
+    with engine.connect() as connection:
+        rows = connection.execute(select(c.object_id, c.created_at).where(c.kind == kind, c.api == api))
+        return {row.object_id: float(row.created_at) for row in rows}
+
+
+def note_listed(engine: Engine, kind: str, api: str, live: Mapping[str, float], ended: Iterable[str]) -> None:
+    """Record what a list of ``api`` showed: ``live`` objects (id -> created_at) join its live set,
+    ``ended`` ones (seen ended, or gone from the API) leave it."""
+    ended = list(ended)
+    if live or ended:
+        with begin_write(engine) as connection:
+            _note(connection, kind, api, live, ended)
+
+
+def _note(connection: Connection, kind: str, api: str, live: Mapping[str, float], ended: list[str]) -> None:
+    c = listed_live.c
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    if live:
+        rows = [{"kind": kind, "api": api, "object_id": key, "created_at": at} for key, at in live.items()]
+        connection.execute(dialect.insert(listed_live).on_conflict_do_nothing(), rows)
+    for chunk in in_chunks(ended):
+        connection.execute(delete(listed_live).where(c.kind == kind, c.api == api, c.object_id.in_(chunk)))

@@ -52,6 +52,7 @@ WRITER_TABLES: dict[str, tuple[str, ...]] = {
     "watched_threads": MAINTAINED,  # `tracker unwatch` deletes; a claim is SELECT ... FOR UPDATE
     "watched_objects": MAINTAINED,  # `tracker unwatch --response` deletes; claims as for threads
     "sync_sources": MAINTAINED,  # a sync adds the row of a list it follows the first time, then leases it
+    "listed_live": MAINTAINED,  # what a list showed live: added as pages show it, deleted once it ends
     "sync_runs": ("SELECT", "INSERT", "UPDATE"),  # one row per sync, kept for auditors: never deleted
     "ledger_purges": READ_ONLY,  # a purge is an owner operation; verify and rebuild read where it cut
     "archived_runs": READ_ONLY,  # written by a purge (owner); `projections rebuild` starts from it

@@ -214,9 +214,10 @@ watched_objects = Table(
 )
 
 # The list endpoints `tracker sync` follows, one row per kind (batch, fine_tuning.job) and API (the server's
-# public URL, and "#<project>" when OPENAI_PROJECT_ID names one), leased to one sync at a time so that two
-# syncs at once do not both page through it. ``newest_seen_at``: the created_at of the newest object a
-# successful poll of this list saw; every object created before it was on the pages read so far.
+# public URL, "#<project>" when OPENAI_PROJECT_ID names one, and a short fingerprint of the key, whose
+# project a list shows), leased to one sync at a time so that two syncs at once do not both page through it.
+# ``newest_seen_at``: the created_at of the newest object a complete poll saw; every object created
+# before it was on the pages read so far.
 sync_sources = Table(
     "sync_sources",
     metadata,
@@ -228,6 +229,18 @@ sync_sources = Table(
     Column("last_error", Text),
     Column("lease_owner", Integer),
     Column("lease_until", Time),
+)
+
+# The objects a list of an API showed live and has not shown ended since (nor a retrieve, nor a 404): what
+# a sync retrieves when the pages it reads do not cover them. Recorded from what the list showed, never
+# inferred from the ledger, which may know an object from elsewhere (a file, another project).
+listed_live = Table(
+    "listed_live",
+    metadata,
+    Column("kind", String(64), primary_key=True),
+    Column("api", String(1024), primary_key=True),
+    Column("object_id", Id, primary_key=True),
+    Column("created_at", Time, nullable=False),
 )
 
 # One row per `tracker sync`: what it did, for operators and auditors (events carry its id as source).
