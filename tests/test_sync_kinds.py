@@ -512,6 +512,14 @@ def test_a_late_sync_records_a_poll_gap_on_every_live_listed_and_watched_object(
     assert len(_rows(engine, "SELECT seq FROM run_events WHERE event_type = 'poll_gap'")) == len(gaps)
 
 
+def test_a_sync_finding_every_watched_response_held_by_another_says_busy(api: Api, engine: Engine) -> None:
+    ids = api.world.populate_kinds(responses=3, history_s=10.0).responses
+    object_watch.watch_objects(engine, "response", ids, START)
+    assert len(object_watch.claim_objects(engine, 99, START, START, 300.0, 10)) == 3
+    summary = api.sync(engine, listed_kinds=())
+    assert (summary.outcome, summary.objects_polled, summary.requests) == ("busy", 0, 0)
+
+
 def test_a_response_gone_past_the_apis_retention_while_live_is_recorded_lost(api: Api, engine: Engine) -> None:
     response = api.world.responses.create(model="gpt-4.1", background=True, input="Summarise the report")
     object_watch.watch_objects(engine, "response", [response["id"]], START)

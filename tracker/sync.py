@@ -427,8 +427,10 @@ def sync(
     summary.requests, summary.retries = caller.requests, caller.retries
     if not claimed_any:
         due, held = due_count(engine, now())
-        # Nothing claimed: busy when another sync holds every due thread or a list this sync would follow.
-        if (due and held == due) or "busy" in summary.sources.values():
+        held_responses = object_watch.held_objects(engine, now()) if options.watched_objects else 0
+        # Nothing claimed: busy when another sync holds every due thread, a list this sync would follow,
+        # or watched responses.
+        if (due and held == due) or "busy" in summary.sources.values() or held_responses:
             summary.outcome = "busy"
     if summary.threads_failed or summary.objects_failed or "failed" in summary.sources.values():
         summary.outcome = "partial"

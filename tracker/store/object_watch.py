@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, false, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, false, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tracker.store.engine import begin_write
@@ -142,6 +142,14 @@ def claim_objects(
     return [
         ClaimedObject(kind, object_id, (kind, object_id) in live, found[kind, object_id]) for kind, object_id in keys
     ]
+
+
+def held_objects(engine: Engine, now: float) -> int:
+    """Active watched objects another sync holds right now."""
+    c = watched_objects.c
+    with engine.connect() as connection:
+        query = select(func.count()).where(c.status == ACTIVE, ~_free(now))
+        return int(connection.execute(query).scalar_one())
 
 
 def _live_among(connection: Connection, object_ids: Sequence[str]) -> set[tuple[str, str]]:
