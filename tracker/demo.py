@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 import openai
@@ -107,7 +107,7 @@ def _follow(
             totals["syncs"] += 1
             totals["requests"] += summary.requests
             totals["events"] += summary.events_appended
-            now_ended = _ended(engine, proj_runs.c.thread_id, threads) + _responses_done(engine)
+            now_ended = _ended_runs(engine, threads) + _responses_done(engine)
             bar.update(now_ended - ended)
             ended = now_ended
             if ended >= target:
@@ -117,13 +117,13 @@ def _follow(
     return totals
 
 
-def _ended(engine: Engine, column: Any, values: list[str]) -> int:
-    """Objects whose ``column`` is among ``values`` and whose projected status is terminal."""
+def _ended_runs(engine: Engine, threads: list[str]) -> int:
+    """Runs of ``threads`` whose projected status is terminal."""
     ended = 0
     with engine.connect() as connection:
-        for start in range(0, len(values), 500):
+        for start in range(0, len(threads), 500):
             query = select(func.count()).where(
-                proj_runs.c.is_terminal.is_(True), column.in_(values[start : start + 500])
+                proj_runs.c.is_terminal.is_(True), proj_runs.c.thread_id.in_(threads[start : start + 500])
             )
             ended += int(connection.execute(query).scalar_one())
     return ended

@@ -36,6 +36,11 @@ class Snapshot(NamedTuple):
     observed_at: float
     body: dict[str, Any]
 
+    @property
+    def ended(self) -> bool:
+        """Whether the object is in a terminal status of its kind."""
+        return LIFECYCLES[self.kind].is_terminal(self.status)
+
 
 class SnapshotError(ValueError):
     """A record that cannot be read as snapshots; ``str()`` names the field and the reason."""

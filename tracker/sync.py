@@ -34,7 +34,6 @@ from sqlalchemy import Engine
 
 from tracker.diff import Signal
 from tracker.events import POLL_GAP, RUN_LOST, source_json
-from tracker.lifecycle import lifecycle_for
 from tracker.redaction import RedactionPolicy, redact_snapshots, redaction_source
 from tracker.snapshots import Snapshot, read_page_leniently
 from tracker.sources.openai_runs import ApiFailure, Caller, GaveUp, RunsApi, assistants_api_allowed
@@ -163,7 +162,7 @@ def poll_thread(
         # at them (known, ended) and never read the older pages it missed. The next sync polls it whole.
         gone = isinstance(failure, ApiFailure) and failure.kind == "not_found" and not snapshots
         return ThreadPoll([], ThreadOutcome(thread_id, 0, None, error=str(failure), gone=gone))
-    live = {snapshot.object_id for snapshot in snapshots if snapshot.kind == RUN_KIND and not _terminal(snapshot)}
+    live = {snapshot.object_id for snapshot in snapshots if snapshot.kind == RUN_KIND and not snapshot.ended}
     lost = {signal.object_id for signal in signals if signal.event_type == RUN_LOST}
     live |= {run_id for run_id, terminal in known.items() if not terminal and run_id not in seen | lost}
     return ThreadPoll(snapshots, ThreadOutcome(thread_id, len(live), newest), signals)
@@ -194,10 +193,6 @@ def poll_gaps(
         return []
     data = {"since": since, "until": round(now, 3), "cadence_s": cadence}
     return [Signal(kind, object_id, group_id, POLL_GAP, round(now, 3), dict(data)) for object_id in live]
-
-
-def _terminal(snapshot: Snapshot) -> bool:
-    return lifecycle_for(snapshot.kind).is_terminal(snapshot.status)
 
 
 def _note_thread(summary: SyncSummary, outcome: ThreadOutcome) -> None:
@@ -263,7 +258,7 @@ def sync(
     base_url = public_url(api.base_url)
     summary.sync_id = start_sync(engine, started, socket.gethostname(), os.getpid(), base_url)
     # The server (and project) is named in every event too, so an exported event says where it came from on
-    # its own, and a list's known-live objects are those recorded from this API.
+    # its own.
     origin = {"base_url": base_url, **({"project": api.project} if api.project else {})}
     api_identity = list_identity(base_url, api.project, api.api_key)
     source = source_json(redaction_source(options.redaction, {"sync": summary.sync_id, **origin}))
@@ -397,18 +392,18 @@ def sync(
                 take_pages()
                 for future in done:
                     poll = future.result()
-                    pending.extend(redact_snapshots(options.redaction, poll.snapshots))
-                    if not isinstance(poll, SourcePoll):  # a list's losses are found by its retrieves
-                        signals.extend(poll.signals)
-                    if isinstance(poll, SourcePoll):
+                    if isinstance(poll, SourcePoll):  # its pages came through the channel
                         listing -= 1
                         _note_source(summary, poll)
                         source_outcomes.append(poll)
                         # The known-live objects its pages did not cover, retrieved on all the workers.
                         in_flight |= {pool.submit(poll_listed, api, caller, poll.kind, one) for one in poll.to_retrieve}
-                    elif isinstance(poll, ListedPoll):
+                        continue
+                    pending.extend(redact_snapshots(options.redaction, poll.snapshots))
+                    signals.extend(poll.signals)
+                    if isinstance(poll, ListedPoll):
                         _note_listed(summary, poll)
-                        if poll.gone or any(_terminal(snapshot) for snapshot in poll.snapshots):
+                        if poll.gone or any(snapshot.ended for snapshot in poll.snapshots):
                             object_watch.note_listed(engine, poll.kind, api_identity, {}, [poll.object_id])
                     elif isinstance(poll, ObjectPoll):
                         _note_object(summary, poll.outcome)

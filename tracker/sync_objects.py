@@ -39,15 +39,13 @@ from typing import Any
 
 from tracker.diff import Signal
 from tracker.events import RUN_LOST
-from tracker.lifecycle import lifecycle_for
 from tracker.snapshots import Snapshot, SnapshotError, read_page_leniently
 from tracker.sources.openai_runs import ApiFailure, Caller, Fetched, GaveUp, RunsApi
 from tracker.sources.paging import page_of, read_snapshots
 from tracker.store.object_watch import ClaimedObject, ClaimedSource, ObjectOutcome
 
-# The kinds `tracker sync` follows through a list endpoint, and the one it polls by id.
+# The kinds `tracker sync` follows through a list endpoint.
 LISTED_KINDS = ("batch", "fine_tuning.job")
-WATCHED_KINDS = ("response",)
 
 OK, NOT_SERVED, NOT_PERMITTED, FAILED = "ok", "not served", "not permitted", "failed"
 
@@ -109,7 +107,7 @@ def split_live(snapshots: list[Snapshot]) -> tuple[dict[str, float], list[str]]:
     live: dict[str, float] = {}
     ended: list[str] = []
     for snapshot in snapshots:
-        if _terminal(snapshot):
+        if snapshot.ended:
             ended.append(snapshot.object_id)
         else:
             live[snapshot.object_id] = snapshot.created_at
@@ -198,7 +196,7 @@ def poll_source(
                 deliver(source, good)
             poll.rejected.extend(bad)
             seen.update(snapshot.object_id for snapshot in good)
-            live.update(snapshot.object_id for snapshot in good if not _terminal(snapshot))
+            live.update(snapshot.object_id for snapshot in good if not snapshot.ended)
             if good:
                 first, last = first or good[0], good[-1]
                 created = [snapshot.created_at for snapshot in good]
@@ -317,12 +315,8 @@ def poll_object(api: RunsApi, caller: Caller, claimed: ClaimedObject) -> ObjectP
         error = f"the API answered for {kind} {object_id} with another object"
         return ObjectPoll([], ObjectOutcome(kind, object_id, None, error=error))
     status = mine[-1].status
-    return ObjectPoll(mine, ObjectOutcome(kind, object_id, status, terminal=_terminal(mine[-1])))
+    return ObjectPoll(mine, ObjectOutcome(kind, object_id, status, terminal=mine[-1].ended))
 
 
 def _retrieved(api: RunsApi, kind: str, object_id: str) -> tuple[dict[str, Any], float]:
     return page_of(api.retrieve_object(kind, object_id))
-
-
-def _terminal(snapshot: Snapshot) -> bool:
-    return lifecycle_for(snapshot.kind).is_terminal(snapshot.status)

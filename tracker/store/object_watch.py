@@ -219,17 +219,6 @@ def claim_source(engine: Engine, kind: str, api: str, sync_id: int, now: float, 
     return ClaimedSource(kind, api, None if newest is None else float(newest), None if last is None else float(last))
 
 
-def renew_source(engine: Engine, source: ClaimedSource, sync_id: int, now: float, lease_s: float) -> None:
-    """Extend this sync's lease on a list it is still reading (a first read may outlast one lease)."""
-    c = sync_sources.c
-    with begin_write(engine) as connection:
-        connection.execute(
-            update(sync_sources)
-            .where(c.kind == source.kind, c.api == source.api, c.lease_owner == sync_id)
-            .values(lease_until=now + lease_s)
-        )
-
-
 def release_source(
     engine: Engine,
     source: ClaimedSource,
