@@ -51,10 +51,10 @@ from benchmarks import bench_ledger
 from benchmarks.bench_ledger import _measure as measure
 from benchmarks.common import (
     REPO_ROOT,
-    RESULTS_DIR,
     Databases,
     Stopwatch,
     add_phase_arguments,
+    close_meta,
     code_version,
     current_rss_mb,
     libpq_url,
@@ -64,6 +64,8 @@ from benchmarks.common import (
     parse_backends,
     phase_result,
     run_module_phase,
+    timed,
+    write_report,
 )
 from tests.pgserver import PostgresServer
 from tracker.ingest import IngestSummary, ingest_lines
@@ -306,20 +308,9 @@ def _time_calls(
     for module, name in [*calls, *blocks]:
         spent[name] = 0.0
         original = getattr(module, name)
-        wrapper = _timed_block(original, name, spent) if (module, name) in blocks else _timed(original, name, spent)
+        wrapper = _timed_block(original, name, spent) if (module, name) in blocks else timed(original, name, spent)
         setattr(module, name, wrapper)
     return spent
-
-
-def _timed(original: Callable[..., Any], name: str, spent: dict[str, float]) -> Callable[..., Any]:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            spent[name] += time.perf_counter() - started
-
-    return wrapper
 
 
 def _timed_block(original: Callable[..., Any], name: str, spent: dict[str, float]) -> Callable[..., Any]:
@@ -644,18 +635,11 @@ def orchestrate(args: argparse.Namespace) -> int:
                     databases.drop_all(backend)
                     for path in [*parts.values(), *work.iterdir()]:
                         path.unlink()
-            meta["loadavg_end"] = os.getloadavg()
-            meta["code_end"] = code_version()
-            meta["code_changed_during_run"] = meta["code_end"] != meta["code"]
-            if meta["code_changed_during_run"]:
-                log("WARNING: tracker/ or migrations/ changed during the run; the phases measured different code")
-            meta["total_seconds"] = round(time.perf_counter() - started, 1)
+            close_meta(meta, started)
         finally:
             if server is not None:
                 server.stop()
-    out = Path(args.output) if args.output else RESULTS_DIR / f"audit-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_report(report, args.output, f"audit-{stamp}.json")
     print_tables(report)
     log(f"results written to {out}")
     return 0

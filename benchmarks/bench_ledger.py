@@ -50,6 +50,7 @@ from benchmarks.common import (
     StackSampler,
     Stopwatch,
     add_phase_arguments,
+    close_meta,
     code_version,
     current_rss_mb,
     libpq_url,
@@ -60,6 +61,7 @@ from benchmarks.common import (
     phase_result,
     run_module_phase,
     sqlite_path,
+    write_report,
     write_rows,
 )
 from tests.pgserver import PostgresServer
@@ -330,6 +332,7 @@ def _rows(engine: Engine, *, by_run: bool, page: int = 20_000) -> Iterator[Row]:
                     float(r.observed_at),
                     float(r.recorded_at),
                     canonical_json(r.data),
+                    r.source if isinstance(r.source, str) else canonical_json(r.source),
                     r.prev_hash,
                     r.hash,
                 )
@@ -774,18 +777,11 @@ def orchestrate(args: argparse.Namespace) -> int:
                     results["targets"] = assess(results)
                 report["backends"][backend] = results
                 databases.drop_all(backend)
-            meta["loadavg_end"] = os.getloadavg()
-            meta["code_end"] = code_version()
-            meta["code_changed_during_run"] = meta["code_end"] != meta["code"]
-            if meta["code_changed_during_run"]:
-                log("WARNING: tracker/ or migrations/ changed during the run; the phases measured different code")
-            meta["total_seconds"] = round(time.perf_counter() - started, 1)
+            close_meta(meta, started)
         finally:
             if server is not None:
                 server.stop()
-    out = Path(args.output) if args.output else RESULTS_DIR / f"{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_report(report, args.output, f"{stamp}.json")
     if not args.skip_comparisons:
         print_table(report)
     log(f"results written to {out}")

@@ -111,16 +111,7 @@ class TimedCaller(Caller):
 
 def _timed(name: str, spent: dict[str, float]) -> None:
     """Replace ``tracker.sync.<name>`` by a wrapper that adds its wall time to ``spent[name]``."""
-    original = getattr(tracker_sync, name)
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            spent[name] += time.perf_counter() - started
-
-    setattr(tracker_sync, name, wrapper)
+    setattr(tracker_sync, name, common.timed(getattr(tracker_sync, name), name, spent))
 
 
 def phase_sync(spec: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from tracker.store.schema import EVENT_COLUMNS
 
 # The tracker's own run_events columns, in the order its bulk writer uses.
 COLUMNS = EVENT_COLUMNS
-Row = tuple[int, str, str, str, int, str, float, float, float, str, str, str]
+Row = tuple[int, str, str, str, int, str, float, float, float, str, str, str, str]
 CHUNK_ROWS = 10_000
 RESULT_PREFIX = "RESULT "
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -431,6 +431,39 @@ class ChildSimulator:
             self._process.wait()
 
 
+def timed(original: Callable[..., Any], name: str, spent: dict[str, float]) -> Callable[..., Any]:
+    """``original``, adding the wall time of each call to ``spent[name]`` (to wrap a name a module calls)."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[name] += time.perf_counter() - started
+
+    return wrapper
+
+
+def close_meta(meta: dict[str, Any], started: float | None = None) -> None:
+    """What a run's ``meta`` says once it is over: the load, whether the measured code changed meanwhile
+    (warned on stderr), and with ``started`` (``time.perf_counter()``) how long it took."""
+    meta["loadavg_end"] = os.getloadavg()
+    meta["code_end"] = code_version()
+    meta["code_changed_during_run"] = meta["code_end"] != meta["code"]
+    if meta["code_changed_during_run"]:
+        log("WARNING: tracker/ or migrations/ changed during the run; the phases measured different code")
+    if started is not None:
+        meta["total_seconds"] = round(time.perf_counter() - started, 1)
+
+
+def write_report(report: dict[str, Any], output: str | None, default_name: str) -> Path:
+    """``report`` as JSON at ``output``, or at ``benchmarks/results/<default_name>``; returns the path."""
+    out = Path(output) if output else RESULTS_DIR / default_name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return out
+
+
 def orchestrate_backends(
     module: str,
     name: str,
@@ -455,11 +488,5 @@ def orchestrate_backends(
         for backend in backends:
             report["backends"][backend] = bench_backend(backend, args, databases)
             databases.drop_all(backend)
-        meta["loadavg_end"] = os.getloadavg()
-        meta["code_changed_during_run"] = code_version() != meta["code"]
-    if meta["code_changed_during_run"]:
-        log("WARNING: tracker/ or migrations/ changed during the run; the syncs measured different code")
-    out = Path(args.output) if args.output else RESULTS_DIR / f"{name}-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    return report, out
+        close_meta(meta)
+    return report, write_report(report, args.output, f"{name}-{stamp}.json")

@@ -116,7 +116,7 @@ def runs_in_order(rows_path: Path) -> Iterator[list[Decoded]]:
 
 
 def _decode(row: Row) -> Decoded:
-    seq, kind, run_id, thread_id, _version, event_type, occurred, observed, recorded, data, prev, digest = row
+    seq, kind, run_id, thread_id, _version, event_type, occurred, observed, recorded, data, _source, prev, digest = row
     return (run_id, kind, thread_id, seq, event_type, occurred, observed, recorded, json.loads(data), prev, digest)
 
 
