@@ -88,9 +88,8 @@ def show_run(engine: Engine, run_id: str) -> dict[str, Any]:
     result = _plain(row._mapping)
     if result["kind"] != RUN_KIND:
         for name in DURATION_COLUMNS:
-            if name not in ("total_s", "requires_action_count"):
+            if name != "total_s":
                 del result[name]
-        del result["requires_action_count"]
         result["seconds_per_status"] = {status: float(value) for status, value in seconds}
     result["timeline"] = [_plain(item._mapping) for item in timeline]
     return result
